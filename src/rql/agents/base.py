@@ -1,0 +1,99 @@
+"""What every agent is: a config dataclass and three pure functions over a pytree state.
+
+``init(key) -> state``, ``update(state, batch, key) -> (state, metrics)`` and
+``act(state, obs, key) -> action chunk``. Pure means no Python side effects and no host
+round trips, so the runner can ``lax.scan`` many updates per dispatch.
+
+A batch is a :class:`Batch` of windows of ``h + 1`` consecutive steps of one episode,
+batch-major: ``observations`` (B, h+1, obs_dim), ``actions`` (B, h+1, action_dim),
+``rewards``/``terminals``/``masks`` (B, h+1). Window index ``i`` past the episode's last
+step repeats that last step (clamping), as in the reference.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class Batch(NamedTuple):
+    observations: jax.Array
+    actions: jax.Array
+    rewards: jax.Array
+    terminals: jax.Array
+    masks: jax.Array
+
+
+@dataclasses.dataclass
+class AgentConfig:
+    """Fields every agent has. Subclasses add their own, each with the reference default."""
+
+    horizon: int = 1
+    """Action chunk length h: the policy outputs h actions, executed open loop."""
+    batch_size: int = 256
+    """Windows per update."""
+    discount: float = 0.99
+    """Discount gamma per environment step."""
+    lr: float = 3e-4
+    """Adam learning rate."""
+    sparse: bool = False
+    """Make rewards sparse: -1 wherever the dataset reward is non-zero, 0 elsewhere."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Agent:
+    name: str
+    config: Any
+    obs_dim: int
+    action_dim: int
+    init: Callable[[jax.Array], Any]
+    update: Callable[[Any, Batch, jax.Array], tuple[Any, dict]]
+    act: Callable[[Any, jax.Array, jax.Array], jax.Array]
+    """``act(state, obs (B, obs_dim), key) -> (B, horizon, action_dim)`` inside [-1, 1]."""
+
+
+def polyak(new, old, rate: float):
+    """``rate * new + (1 - rate) * old``, leaf by leaf."""
+    return jax.tree_util.tree_map(lambda n, o: rate * n + (1.0 - rate) * o, new, old)
+
+
+def expectile_loss(diff: jax.Array, expectile: float) -> jax.Array:
+    """Asymmetric squared loss: weight ``expectile`` where ``diff >= 0``, else ``1 - expectile``."""
+    weight = jnp.where(diff >= 0, expectile, 1.0 - expectile)
+    return weight * jnp.square(diff)
+
+
+def shifted_terminals(terminals: jax.Array) -> jax.Array:
+    """``T_{i-1}`` for ``i = 0..h``: the window's terminal flags shifted right by one, zero first."""
+    return jnp.concatenate([jnp.zeros_like(terminals[:, :1]), terminals[:, :-1]], axis=1)
+
+
+def n_step_return(batch: Batch, horizon: int, discount: float) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The chunked n-step pieces shared by chunked agents.
+
+    Returns ``(reward_sum, bootstrap_scale, valid)`` per window, where the target is
+    ``reward_sum + bootstrap_scale * next_value``: rewards after an episode end are dropped,
+    the bootstrap is ``gamma^h * mask_{h-1}``, and windows that run more than one step past an
+    episode end are invalid (``valid = 0``).
+    """
+    rs_t = shifted_terminals(batch.terminals)
+    powers = discount ** jnp.arange(horizon, dtype=batch.rewards.dtype)
+    reward_sum = jnp.sum(batch.rewards[:, :horizon] * powers * (1.0 - rs_t[:, :horizon]), axis=1)
+    bootstrap = (discount**horizon) * batch.masks[:, horizon - 1]
+    valid = (jnp.sum(rs_t, axis=1) <= 1).astype(batch.rewards.dtype)
+    return reward_sum, bootstrap, valid
+
+
+def chunk_action_mask(batch: Batch, horizon: int, action_dim: int) -> jax.Array:
+    """(B, h * action_dim) mask that zeroes the action dims after an episode end in the window."""
+    keep = 1.0 - shifted_terminals(batch.terminals)[:, :horizon]
+    return jnp.repeat(keep, action_dim, axis=1)
+
+
+def flat_chunk(batch: Batch, horizon: int) -> jax.Array:
+    """The first ``h`` actions of each window flattened to ``(B, h * action_dim)``."""
+    a = batch.actions[:, :horizon]
+    return a.reshape(a.shape[0], -1)

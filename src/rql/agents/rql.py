@@ -1,0 +1,188 @@
+"""Reversal Q-Learning (Oberai, Park, Levine, 2026).
+
+One update, read against ``spec/RQL.md``:
+
+critic
+  next value   ``q' = mean_E V_target(s_h, x'0, 0) - rho * std_E``, ``x'0 ~ N(0, I)``
+  reversal     from the dataset chunk at ``t = 1`` back by ``d`` (half ``U(0,1)``, half ``k/F``)
+               in ``F`` sub-steps with the current actor, no gradient -> ``(x_t, t)``
+  target       ``y = sum_{i<h} gamma^i r_i (1 - T_{i-1}) + gamma^h mask_{h-1} q'`` (no ``t``!)
+  loss         expectile(``y - V(s_0, x_t, t)``) for every member, invalid windows masked
+actor
+  BC           flow matching on the interpolant, action dims after an episode end masked, x alpha
+  ascent       ``-mean_E V(s_0, x_t + v(s_0, x_t, t) min(1/F, 1-t), min(t + 1/F, 1))``, gradient
+               reaches the actor through this one call of ``v`` only
+then one Adam step on the sum, Polyak target value (tau) and EMA actor (ema).
+
+Ablations (config switches, off by default):
+  ``value_target="bootstrap"``  value bootstrapped through every flow step: the value at
+      ``(x_t, t)`` regresses on ``V_target`` one Euler step later (the F-fold horizon RQL removes),
+      and only at ``t = 1`` on the environment target.
+  ``pessimism=False``           no ensemble pessimism (``rho`` ignored, plain ensemble mean).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from rql import flow
+from rql.agents.base import (
+    Agent,
+    AgentConfig,
+    Batch,
+    chunk_action_mask,
+    expectile_loss,
+    flat_chunk,
+    n_step_return,
+    polyak,
+)
+from rql.nets import Ensemble, VelocityField
+
+
+@dataclasses.dataclass
+class RQLConfig(AgentConfig):
+    """Reversal Q-Learning. Defaults are the reference implementation's."""
+
+    horizon: int = 3
+    """Action chunk length h (reference default 3; the per-environment presets set 1 or 5)."""
+    alpha: float = 1.0
+    """Weight of the flow-matching behaviour-cloning loss."""
+    expectile: float = 0.5
+    """Expectile kappa of the value loss (0.5 is plain squared error)."""
+    rho: float = 0.0
+    """Pessimism: the next value is mean_E - rho * std_E over the target ensemble."""
+    ensemble: int = 10
+    """Number of value networks E."""
+    flow_steps: int = 10
+    """Euler steps F of the flow, for sampling and for the reversal."""
+    actor_hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
+    """Hidden layer sizes of the velocity field."""
+    value_hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
+    """Hidden layer sizes of each value network."""
+    layer_norm: bool = True
+    """LayerNorm after each hidden activation of the value networks."""
+    actor_layer_norm: bool = False
+    """LayerNorm after each hidden activation of the velocity field."""
+    actor_out_init_scale: float = 1.0
+    """Variance-scaling factor of the velocity field's output layer."""
+    tau: float = 0.005
+    """Polyak rate of the target value networks."""
+    ema: float = 0.999
+    """EMA decay of the actor copy used for evaluation."""
+    value_target: Literal["reversal", "bootstrap"] = "reversal"
+    """Ablation: 'reversal' (RQL) or 'bootstrap' through every flow step (F-fold horizon)."""
+    pessimism: bool = True
+    """Ablation: False ignores rho and aggregates the ensemble by its mean."""
+
+
+def make(config: RQLConfig, obs_dim: int, action_dim: int) -> Agent:
+    c = config
+    h, F = c.horizon, c.flow_steps
+    chunk_dim = h * action_dim
+    actor_def = VelocityField(c.actor_hidden_dims, chunk_dim, c.actor_layer_norm, c.actor_out_init_scale)
+    value_def = Ensemble(c.value_hidden_dims, c.ensemble, c.layer_norm)
+    tx = optax.adam(c.lr)
+
+    def velocity(params):
+        return lambda o, x, t: actor_def.apply(params, o, x, t)
+
+    def value(params, o, x, t):
+        return value_def.apply(params, o, x, t)
+
+    def aggregate(qs):
+        if c.pessimism:
+            return qs.mean(axis=0) - c.rho * qs.std(axis=0)
+        return qs.mean(axis=0)
+
+    def init(key):
+        k_actor, k_value = jax.random.split(key)
+        o = jnp.zeros((1, obs_dim))
+        x = jnp.zeros((1, chunk_dim))
+        t = jnp.zeros((1, 1))
+        params = {"actor": actor_def.init(k_actor, o, x, t), "value": value_def.init(k_value, o, x, t)}
+        return {
+            "params": params,
+            "target_actor": params["actor"],
+            "target_value": params["value"],
+            "opt_state": tx.init(params),
+        }
+
+    def losses(params, state, batch: Batch, key):
+        B = batch.observations.shape[0]
+        k_next, k_dist, k_noise, k_time = jax.random.split(key, 4)
+        s0 = batch.observations[:, 0]
+        sh = batch.observations[:, h]
+        actions = flat_chunk(batch, h)
+        frozen_actor = velocity(jax.lax.stop_gradient(params["actor"]))
+
+        # Critic: target independent of the partial-action time.
+        reward_sum, bootstrap, valid = n_step_return(batch, h, c.discount)
+        next_noise = jax.random.normal(k_next, (B, chunk_dim))
+        next_q = aggregate(value(state["target_value"], sh, next_noise, jnp.zeros((B, 1))))
+        env_target = reward_sum + bootstrap * next_q
+        d = flow.reversal_distances(k_dist, B, F)
+        x_t, t = flow.reverse(frozen_actor, s0, actions, d, F)
+        x_t = jax.lax.stop_gradient(x_t)
+        if c.value_target == "reversal":
+            target = env_target
+        else:
+            # Ablation: one flow step is one decision step, bootstrapped on the target value.
+            x_next, t_next = flow.one_step(frozen_actor, s0, x_t, t, F)
+            inner = aggregate(value(state["target_value"], s0, x_next, t_next))
+            target = jnp.where(t[:, 0] >= 1.0 - 1e-6, env_target, inner)
+        target = jax.lax.stop_gradient(target)
+        qs = value(params["value"], s0, x_t, t)
+        critic_loss = jnp.mean(expectile_loss(target - qs, c.expectile) * valid)
+
+        # Actor: flow-matching BC on the interpolant and one-step value ascent from it.
+        noise = jax.random.normal(k_noise, (B, chunk_dim))
+        tau_t = jax.random.uniform(k_time, (B, 1))
+        x_tau, target_vel = flow.interpolate(noise, actions, tau_t)
+        pred = actor_def.apply(params["actor"], s0, x_tau, tau_t)
+        bc_loss = jnp.mean(jnp.square(pred - target_vel) * chunk_action_mask(batch, h, action_dim))
+        step = jnp.minimum(1.0 / F, 1.0 - tau_t)
+        x_next = x_tau + pred * step
+        t_next = jnp.minimum(tau_t + 1.0 / F, 1.0)
+        q_pe = value(jax.lax.stop_gradient(params["value"]), s0, x_next, t_next).mean(axis=0)
+        actor_loss = -jnp.mean(q_pe * valid)
+
+        total = critic_loss + actor_loss + c.alpha * bc_loss
+        metrics = {
+            "loss/total": total,
+            "loss/critic": critic_loss,
+            "loss/actor": actor_loss,
+            "loss/bc": bc_loss,
+            "value/q_mean": qs.mean(),
+            "value/q_min": qs.min(),
+            "value/q_max": qs.max(),
+            "value/target_mean": target.mean(),
+            "value/ascent_q_mean": q_pe.mean(),
+            "data/valid_fraction": valid.mean(),
+        }
+        return total, metrics
+
+    def update(state, batch: Batch, key):
+        grads, metrics = jax.grad(losses, has_aux=True)(state["params"], state, batch, key)
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        # Targets move towards the parameters the step started from, as the reference does.
+        old = state["params"]
+        new_state = {
+            "params": params,
+            "target_actor": polyak(old["actor"], state["target_actor"], 1.0 - c.ema),
+            "target_value": polyak(old["value"], state["target_value"], c.tau),
+            "opt_state": opt_state,
+        }
+        return new_state, metrics
+
+    def act(state, obs, key):
+        noise = jax.random.normal(key, (obs.shape[0], chunk_dim))
+        x = flow.euler_sample(velocity(state["target_actor"]), obs, noise, F)
+        return x.reshape(obs.shape[0], h, action_dim)
+
+    return Agent("rql", c, obs_dim, action_dim, init, update, act)

@@ -1,0 +1,418 @@
+"""The ``rql`` command line.
+
+Every user error ends in one line ``error: ...`` on stderr and exit status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from typing import Annotated
+
+USAGE = """usage: rql COMMAND [OPTIONS]
+
+Reversal Q-Learning: train flow policies from offline data, and compare against other methods.
+
+commands:
+  train      train an agent on an offline dataset (rql train --help)
+  eval       evaluate a saved run (rql eval RUN_DIR --episodes N)
+  demo       generate a small dataset, train RQL and a BC baseline, plot and report (offline, CPU)
+  data       generate OGBench datasets offline, or describe a dataset (rql data generate|info --help)
+  compare    tabulate and plot runs by agent and task (rql compare RUN_DIR...)
+  bench      measure update throughput (rql bench throughput --help)
+
+Each command explains every option with --help.
+"""
+
+
+class UsageError(Exception):
+    pass
+
+
+def _fail(msg: str) -> int:
+    print(f"error: {msg}", file=sys.stderr)
+    return 2
+
+
+def _quiet_env() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    import warnings
+
+    warnings.filterwarnings("ignore")
+
+
+def _pop_option(argv: list[str], name: str) -> tuple[str | None, list[str]]:
+    """Take ``--name VALUE`` or ``--name=VALUE`` out of argv (the last one wins)."""
+    out, value, i = [], None, 0
+    while i < len(argv):
+        a = argv[i]
+        if a == name:
+            if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
+                raise UsageError(f"{name} needs a value")
+            value = argv[i + 1]
+            i += 2
+            continue
+        if a.startswith(name + "="):
+            value = a.split("=", 1)[1]
+            i += 1
+            continue
+        out.append(a)
+        i += 1
+    return value, out
+
+
+def _peek_option(argv: list[str], name: str) -> str | None:
+    value, _ = _pop_option(list(argv), name)
+    return value
+
+
+def _tyro_parse(cls, argv: list[str], prog: str, description: str, default=None):
+    """Parse with tyro; a bad flag or value becomes one clear line instead of a box of text."""
+    import tyro
+
+    known = _known_flags(cls)
+    for a in argv:
+        if a.startswith("--") and a not in ("--help",):
+            flag = a.split("=", 1)[0]
+            if flag not in known:
+                raise UsageError(f"unknown option {flag}; see '{prog} --help'")
+    try:
+        import io
+        import contextlib
+
+        if "--help" in argv or "-h" in argv:
+            return tyro.cli(cls, args=argv, prog=prog, description=description, default=default)
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            return tyro.cli(cls, args=argv, prog=prog, description=description, default=default)
+    except SystemExit as e:
+        if e.code in (0, None):
+            raise
+        text = " ".join(err.getvalue().split())
+        detail = _tyro_detail(text)
+        raise UsageError(f"{detail}; see '{prog} --help'") from None
+
+
+def _tyro_detail(text: str) -> str:
+    import re
+
+    text = re.sub(r"[│╭╮╰╯─┃━┏┓┗┛]+", " ", text)
+    text = " ".join(text.split())
+    for marker in ("Error parsing", "Required option", "Unrecognized", "invalid choice", "expected"):
+        i = text.find(marker)
+        if i >= 0:
+            return text[i : i + 200].split(" For full helptext")[0].strip()
+    return (text[:200] or "invalid arguments").split(" For full helptext")[0].strip()
+
+
+def _known_flags(cls) -> set[str]:
+    """Every ``--flag`` tyro accepts for ``cls`` (nested dataclasses as ``--outer.inner``)."""
+    flags = {"--help", "-h"}
+
+    def walk(c, prefix):
+        for f in dataclasses.fields(c):
+            name = f.name.replace("_", "-")
+            inner = _dataclass_type(c, f)
+            if inner is not None:
+                walk(inner, prefix + name + ".")
+            else:
+                flags.update({f"--{prefix}{name}", f"--{prefix}no-{name}"})
+
+    walk(cls, "")
+    return flags
+
+
+def _dataclass_type(cls, field):
+    import typing
+
+    hints = typing.get_type_hints(cls, include_extras=True)
+    t = hints.get(field.name)
+    while typing.get_origin(t) is Annotated:
+        t = typing.get_args(t)[0]
+    return t if dataclasses.is_dataclass(t) else None
+
+
+# ----------------------------------------------------------------------------- train
+
+
+def _train_cls(agent_name: str):
+    from rql.agents import get_spec
+    from rql.train import RunConfig
+
+    cfg_cls = get_spec(agent_name).config_cls
+
+    @dataclasses.dataclass
+    class TrainArgs(RunConfig):
+        agent: cfg_cls = dataclasses.field(default_factory=cfg_cls)  # type: ignore[valid-type]
+        """The agent's fields (select the agent with --agent NAME; see below)."""
+        resume: str | None = None
+        """Continue the run in this directory from its last checkpoint (other options are read from it;
+        --steps may extend it)."""
+
+    return TrainArgs
+
+
+def cmd_train(argv: list[str]) -> int:
+    from rql.agents import REGISTRY, build_config, get_spec
+
+    agent_name, argv = _pop_option(argv, "--agent")
+    resume = _peek_option(argv, "--resume")
+    if resume is not None:
+        from rql.train import load_run_config, train
+
+        steps = _peek_option(argv, "--steps")
+        rest = [a for a in argv if not a.startswith(("--resume", "--steps"))]
+        rest = [a for a in rest if a not in (resume, steps)]
+        if rest:
+            raise UsageError(f"--resume takes only --steps besides the run directory; got {' '.join(rest)}")
+        run, name, cfg, _ = load_run_config(resume)
+        if steps is not None:
+            try:
+                run = dataclasses.replace(run, steps=int(steps))
+            except ValueError:
+                raise UsageError(f"--steps expects an integer, got '{steps}'") from None
+        _report(train(run, name, cfg, resume_dir=resume))
+        return 0
+    agent_name = agent_name or "rql"
+    spec = get_spec(agent_name)
+    task = _peek_option(argv, "--task")
+    preset = _peek_option(argv, "--preset")
+    cls = _train_cls(agent_name)
+    default_cfg = build_config(agent_name, task, preset)
+    agents = ", ".join(f"{n} ({s.description})" for n, s in sorted(REGISTRY.items()))
+    description = (
+        f"Train an agent offline. Select the method with --agent NAME; one of: {agents}. "
+        f"Showing the fields of '{agent_name}' ({spec.description}); their defaults below already include "
+        "the per-environment settings of --task and the --preset, when given on the same line. "
+        "Override any agent field with --agent.FIELD VALUE."
+    )
+    args = _tyro_parse(cls, argv, "rql train", description, default=cls(agent=default_cfg))
+    from rql.train import RunConfig, train
+
+    run = RunConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig)})
+    if run.task is None and run.dataset_path is None:
+        raise UsageError("give --task (an OGBench single-task name) and/or --dataset-path FILE")
+    _report(train(run, agent_name, args.agent))
+    return 0
+
+
+def _report(summary: dict) -> None:
+    fe = summary.get("final_eval")
+    if fe:
+        print(
+            f"done: {summary['steps']} updates; success {fe['success']:.3f} "
+            f"(95% CI {fe['success_ci_low']:.3f}-{fe['success_ci_high']:.3f}, {fe['episodes']} episodes)"
+        )
+    else:
+        print(f"done: {summary['steps']} updates (no evaluation)")
+
+
+# ----------------------------------------------------------------------------- eval
+
+
+@dataclasses.dataclass
+class EvalArgs:
+    run_dir: Annotated[str, __import__("tyro").conf.Positional]
+    """A run directory made by 'rql train'."""
+    episodes: int = 50
+    """Episodes to run."""
+    checkpoint: int | None = None
+    """Checkpoint step to evaluate (default: the latest)."""
+    envs: int = 10
+    """Environments stepped side by side."""
+    seed: int = 0
+    """Seed of the evaluation episodes and policy noise."""
+    json: bool = False
+    """Print the result as one JSON line."""
+
+
+def cmd_eval(argv: list[str]) -> int:
+    import jax
+
+    args = _tyro_parse(EvalArgs, argv, "rql eval", "Evaluate the EMA policy of a saved run.")
+    if args.episodes <= 0:
+        raise UsageError("--episodes must be positive")
+    from rql.evaluation import evaluate, make_policy
+    from rql.train import make_eval_envs, restore_agent
+
+    run, agent, ts, step = restore_agent(args.run_dir, args.checkpoint)
+    if not run.task:
+        raise UsageError(f"{args.run_dir}: the run has no --task, so there is no environment to evaluate in")
+    envs = make_eval_envs(run.task, max(1, min(args.envs, args.episodes)))
+    from tqdm.auto import tqdm
+
+    with tqdm(total=args.episodes, desc="eval", unit="ep", disable=args.json) as bar:
+        res = evaluate(make_policy(agent, len(envs)), ts["agent"], envs, args.episodes,
+                       jax.random.PRNGKey(args.seed), seed=10_000 + args.seed, progress=bar.update)
+    res = {"run_dir": args.run_dir, "checkpoint": step, "task": run.task, **res}
+    if args.json:
+        print(json.dumps(res))
+    else:
+        print(
+            f"{run.task} @ step {step}: success {res['success']:.3f} "
+            f"(95% CI {res['success_ci_low']:.3f}-{res['success_ci_high']:.3f}), return {res['return']:.1f}, "
+            f"length {res['length']:.1f}, {res['episodes']} episodes"
+        )
+    return 0
+
+
+# ----------------------------------------------------------------------------- bench
+
+
+@dataclasses.dataclass
+class ThroughputArgs:
+    agent: str = "rql"
+    """Agent to measure."""
+    obs_dim: int = 28
+    """Observation size of the synthetic data."""
+    action_dim: int = 5
+    """Action size of the synthetic data."""
+    horizon: int = 5
+    """Action chunk length h."""
+    batch_size: int = 256
+    """Windows per update."""
+    hidden_dims: str = "512,512,512,512"
+    """Hidden sizes of actor and value networks, comma separated."""
+    ensemble: int = 10
+    """Value ensemble size."""
+    flow_steps: int = 10
+    """Flow Euler steps F."""
+    steps: int = 2000
+    """Timed updates (after a warm-up block that compiles)."""
+    updates_per_dispatch: int = 500
+    """Updates per compiled lax.scan block."""
+    dataset_size: int = 100_000
+    """Transitions of synthetic data on the device."""
+    seed: int = 0
+    """Seed."""
+
+
+def cmd_bench(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: rql bench throughput [OPTIONS]\n\n  throughput   compiled updates per second on synthetic data (rql bench throughput --help)")
+        return 0
+    if argv[0] != "throughput":
+        raise UsageError(f"unknown bench '{argv[0]}'; available: throughput")
+    args = _tyro_parse(ThroughputArgs, argv[1:], "rql bench throughput",
+                       "Run compiled updates on synthetic data and print one JSON line with updates_per_second "
+                       "and peak resident memory.")
+    from rql.bench import throughput
+
+    try:
+        dims = tuple(int(x) for x in args.hidden_dims.split(",") if x.strip())
+    except ValueError:
+        raise UsageError(f"--hidden-dims expects integers separated by commas, got '{args.hidden_dims}'") from None
+    print(json.dumps(throughput(args.agent, args.obs_dim, args.action_dim, args.horizon, args.batch_size, dims,
+                                args.ensemble, args.flow_steps, args.steps, args.updates_per_dispatch,
+                                args.dataset_size, args.seed)))
+    return 0
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclasses.dataclass
+class GenerateArgs:
+    name: Annotated[str, __import__("tyro").conf.Positional]
+    """OGBench dataset name, e.g. cube-single-play-v0, scene-noisy-v0, pointmaze-medium-navigate-v0."""
+    episodes: int | None = None
+    """Episodes in the main file (default: the official count); the -val file gets a tenth."""
+    max_steps: int | None = None
+    """Steps per episode (default: the official length; small values make tiny test data)."""
+    seed: int = 0
+    """Seed; the same seed writes identical arrays."""
+    workers: int = 1
+    """Episodes generated in parallel processes."""
+    out: str = "~/.ogbench/data"
+    """Output folder (default: where OGBench looks for its datasets)."""
+
+
+@dataclasses.dataclass
+class InfoArgs:
+    path: Annotated[str, __import__("tyro").conf.Positional]
+    """A dataset file (.npz)."""
+    task: str | None = None
+    """OGBench single-task name: also report single-task reward and success statistics."""
+    json: bool = False
+    """Print JSON instead of text."""
+
+
+def cmd_data(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: rql data {generate,info} ...\n\n  generate   make an OGBench dataset with the official scripted oracles (offline)\n"
+              "  info       describe a dataset file")
+        return 0
+    sub, rest = argv[0], argv[1:]
+    if sub == "generate":
+        args = _tyro_parse(GenerateArgs, rest, "rql data generate",
+                           "Generate an OGBench dataset offline with the official scripted oracles, following the "
+                           "published recipe; writes NAME.npz and NAME-val.npz atomically.")
+        from rql.data.generate import generate
+
+        train_path, val_path = generate(args.name, out_dir=args.out, episodes=args.episodes,
+                                        max_steps=args.max_steps, seed=args.seed, workers=args.workers)
+        print(f"wrote {train_path} and {val_path}")
+        return 0
+    if sub == "info":
+        args = _tyro_parse(InfoArgs, rest, "rql data info", "Describe a dataset file.")
+        from rql.data.info import dataset_info, format_info
+
+        info = dataset_info(args.path, task=args.task)
+        print(json.dumps(info) if args.json else format_info(info))
+        return 0
+    raise UsageError(f"unknown data command '{sub}'; use generate or info")
+
+
+# ----------------------------------------------------------------------------- main
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "bench": cmd_bench, "data": cmd_data}
+
+
+def _lazy(name: str):
+    def run(argv):
+        if name == "demo":
+            from rql.demo import cmd_demo
+
+            return cmd_demo(argv, _tyro_parse)
+        from rql.compare import cmd_compare
+
+        return cmd_compare(argv, _tyro_parse)
+
+    return run
+
+
+COMMANDS["demo"] = _lazy("demo")
+COMMANDS["compare"] = _lazy("compare")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from rql import __version__
+
+        print(f"rql {__version__}")
+        return 0
+    cmd = COMMANDS.get(argv[0])
+    if cmd is None:
+        return _fail(f"unknown command '{argv[0]}'; run 'rql --help' for the list")
+    _quiet_env()
+    from rql.errors import RQLError
+
+    try:
+        return cmd(argv[1:]) or 0
+    except (UsageError, RQLError) as e:
+        return _fail(str(e))
+    except KeyboardInterrupt:
+        return _fail("interrupted")
+    except ModuleNotFoundError as e:
+        return _fail(f"{e}; this command needs a part of rql that is not installed")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

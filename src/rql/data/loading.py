@@ -1,0 +1,177 @@
+"""One place that turns a task name, a file or a folder into a validated :class:`Dataset`.
+
+Sources, in order of precedence:
+- ``dataset_path``: an OGBench file (``observations``, ``actions``, ``terminals`` and, for
+  single-task reward relabelling, ``qpos``/``qvel``/``button_states``), a plain ``.npz`` with
+  ``observations``, ``actions``, ``rewards``, ``terminals`` (and optionally ``masks``), or
+  ``minari:<dataset id>`` for a Minari dataset present locally;
+- ``dataset_dir``: a folder holding the OGBench file ``<dataset name>.npz``;
+- otherwise OGBench's own folder (``~/.ogbench/data``), downloading there if the file is missing
+  and the server is reachable.
+
+Files are read with ``allow_pickle=False``: a data file is untrusted input.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import zipfile
+
+import numpy as np
+
+from rql.data.dataset import Dataset, validate
+from rql.errors import RQLError
+
+DEFAULT_OGBENCH_DIR = "~/.ogbench/data"
+
+
+def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """All arrays of an ``.npz`` file, never unpickling; every failure is one :class:`RQLError`."""
+    path = pathlib.Path(path).expanduser()
+    if not path.exists():
+        raise RQLError(f"{path}: no such file")
+    if path.is_dir():
+        raise RQLError(f"{path}: is a folder; give the .npz file inside it")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except ValueError as e:
+        if "pickle" in str(e).lower():
+            raise RQLError(f"{path}: holds pickled objects, which are never loaded; save plain arrays instead") from None
+        raise RQLError(f"{path}: not a readable .npz file ({e}); re-create or re-download it") from None
+    except (zipfile.BadZipFile, EOFError, OSError, KeyError) as e:
+        reason = str(e) or type(e).__name__
+        raise RQLError(f"{path}: corrupt or truncated .npz file ({reason}); re-create or re-download it") from None
+
+
+def split_task(task: str) -> tuple[str, str]:
+    """``cube-single-play-singletask-task2-v0`` -> (env name ``cube-single-singletask-task2-v0``,
+    dataset name ``cube-single-play-v0``), following OGBench's naming."""
+    splits = task.split("-")
+    if "singletask" not in splits:
+        raise RQLError(
+            f"'{task}' is not an OGBench single-task name; use e.g. cube-single-play-singletask-task2-v0"
+        )
+    pos = splits.index("singletask")
+    if pos < 2:
+        raise RQLError(f"'{task}' is not an OGBench single-task name; use e.g. cube-single-play-singletask-task2-v0")
+    env_name = "-".join(splits[: pos - 1] + splits[pos:])
+    dataset_name = "-".join(splits[:pos] + splits[-1:])
+    return env_name, dataset_name
+
+
+def make_env(task: str, **kwargs):
+    """The OGBench single-task environment of ``task``, or one clear error."""
+    import ogbench  # noqa: F401  (registers the environments)
+    import gymnasium
+
+    env_name, _ = split_task(task)
+    try:
+        return gymnasium.make(env_name, **kwargs)
+    except gymnasium.error.Error as e:
+        raise RQLError(f"unknown task '{task}' ({e}); see OGBench's list of single-task environments") from None
+
+
+def ogbench_regular(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """OGBench's 'regular' layout: drop each episode's final observation (it has no action that
+    leads anywhere stored) so that every kept step has a next step; terminals mark the new last step."""
+    term = np.asarray(arrays["terminals"]).astype(bool)
+    keep = ~term
+    new_term = np.concatenate([term[1:], [True]])[keep]
+    out = {k: np.asarray(v)[keep] for k, v in arrays.items() if k != "terminals" and len(v) == len(term)}
+    out["terminals"] = new_term.astype(np.float32)
+    return out
+
+
+def relabel_singletask(task: str, arrays: dict[str, np.ndarray], env=None) -> dict[str, np.ndarray]:
+    """Single-task rewards and masks from ``qpos``/``qvel``/``button_states``, as OGBench computes them."""
+    from ogbench.relabel_utils import relabel_dataset
+
+    need = ["qpos", "qvel"]
+    missing = [k for k in need if k not in arrays]
+    if missing:
+        raise RQLError(
+            f"the dataset has no {', '.join(missing)}, which single-task rewards for '{task}' are computed from; "
+            "give a file with rewards, or an OGBench file (rql data generate makes one)"
+        )
+    env_name, _ = split_task(task)
+    env = env if env is not None else make_env(task)
+    data = dict(arrays)
+    try:
+        relabel_dataset(env_name, env.unwrapped if hasattr(env, "unwrapped") else env, data)
+    except (KeyError, IndexError, ValueError) as e:
+        raise RQLError(f"could not compute single-task rewards for '{task}' from this file ({e}); is it the right dataset?") from None
+    return data
+
+
+def default_dataset_file(task: str, dataset_dir: str | None) -> pathlib.Path:
+    _, dataset_name = split_task(task)
+    return pathlib.Path(dataset_dir or DEFAULT_OGBENCH_DIR).expanduser() / f"{dataset_name}.npz"
+
+
+def _download(task: str, dest: pathlib.Path) -> None:
+    """OGBench's real download path; any failure becomes a message naming the offline ways."""
+    import ogbench
+
+    _, dataset_name = split_task(task)
+    try:
+        ogbench.download_datasets([dataset_name], str(dest.parent))
+    except Exception as e:  # network errors come in many types
+        for leftover in dest.parent.glob(f"{dataset_name}*.tmp"):
+            leftover.unlink(missing_ok=True)
+        raise RQLError(
+            f"{dest} is missing and could not be downloaded ({type(e).__name__}); "
+            f"make it with 'rql data generate {dataset_name} --out {dest.parent}' or point at a local copy with --dataset-path FILE"
+        ) from None
+
+
+def load_arrays(
+    task: str | None,
+    dataset_path: str | None = None,
+    dataset_dir: str | None = None,
+    download: bool = True,
+    env=None,
+) -> tuple[dict[str, np.ndarray], str]:
+    """Raw arrays in our layout (before validation) and a description of where they came from."""
+    if dataset_path and dataset_path.startswith("minari:"):
+        from rql.data.minari_io import load_minari
+
+        return load_minari(dataset_path[len("minari:") :]), dataset_path
+    if dataset_path:
+        path = pathlib.Path(dataset_path).expanduser()
+    elif task:
+        path = default_dataset_file(task, dataset_dir)
+        if not path.exists():
+            _, dataset_name = split_task(task)
+            if dataset_dir or not download:
+                raise RQLError(
+                    f"{path} is missing; make it with 'rql data generate {dataset_name} --out {path.parent}' "
+                    "or point at a local copy with --dataset-path FILE"
+                )
+            _download(task, path)
+    else:
+        raise RQLError("no data: give --task (an OGBench single-task name) or --dataset-path FILE")
+    raw = read_npz(path)
+    source = str(path)
+    if "rewards" in raw:
+        return raw, source
+    if "observations" in raw and "terminals" in raw and task:
+        regular = ogbench_regular(raw)
+        return relabel_singletask(task, regular, env=env), source
+    if "observations" in raw and "terminals" in raw:
+        raise RQLError(f"{source}: has no rewards; give --task with an OGBench single-task name to compute them")
+    return raw, source  # validation names what is missing
+
+
+def load_dataset(
+    task: str | None,
+    dataset_path: str | None = None,
+    dataset_dir: str | None = None,
+    horizon: int = 1,
+    sparse: bool = False,
+    download: bool = True,
+    env=None,
+) -> Dataset:
+    arrays, source = load_arrays(task, dataset_path, dataset_dir, download=download, env=env)
+    return validate(arrays, source, horizon=horizon, sparse=sparse)
