@@ -144,15 +144,19 @@ def _train_cls(agent_name: str):
 
     cfg_cls = get_spec(agent_name).config_cls
 
-    @dataclasses.dataclass
-    class TrainArgs(RunConfig):
-        agent: cfg_cls = dataclasses.field(default_factory=cfg_cls)  # type: ignore[valid-type]
-        """The agent's fields (select the agent with --agent NAME; see below)."""
-        resume: str | None = None
-        """Continue the run in this directory from its last checkpoint (other options are read from it;
-        --steps may extend it)."""
+    import tyro
 
-    return TrainArgs
+    return dataclasses.make_dataclass(
+        "TrainArgs",
+        [
+            ("agent", Annotated[cfg_cls, tyro.conf.arg(help="The agent's fields (select the agent with --agent NAME).")],
+             dataclasses.field(default_factory=cfg_cls)),
+            ("resume", Annotated[str | None, tyro.conf.arg(
+                help="Continue the run in this directory from its last checkpoint (its options are read from "
+                     "config.json; only --steps may be given to extend it).")], None),
+        ],
+        bases=(RunConfig,),
+    )
 
 
 def cmd_train(argv: list[str]) -> int:

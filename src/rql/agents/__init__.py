@@ -25,6 +25,7 @@ class AgentSpec:
 
 
 def _registry() -> dict[str, AgentSpec]:
+    from rql.agents import flow_bc
     from rql.agents import rql as rql_agent
 
     specs = [
@@ -35,6 +36,14 @@ def _registry() -> dict[str, AgentSpec]:
             rql_agent.make,
             presets.rql_env_preset,
             {"small": presets.SMALL_FLOW, "reference": {}},
+        ),
+        AgentSpec(
+            "flow-bc",
+            "flow-matching behaviour cloning only (the floor)",
+            flow_bc.FlowBCConfig,
+            flow_bc.make,
+            presets.chunk_env_preset,
+            {"small": presets.SMALL_ACTOR, "reference": {}},
         ),
     ]
     try:

@@ -53,6 +53,8 @@ class Agent:
     update: Callable[[Any, Batch, jax.Array], tuple[Any, dict]]
     act: Callable[[Any, jax.Array, jax.Array], jax.Array]
     """``act(state, obs (B, obs_dim), key) -> (B, horizon, action_dim)`` inside [-1, 1]."""
+    extras: dict = dataclasses.field(default_factory=dict)
+    """Named pure functions for inspection and tests (e.g. ``loss_terms``), never used by the runner."""
 
 
 def polyak(new, old, rate: float):

@@ -22,6 +22,8 @@ RQL_ENV = {
     "cube-single": dict(alpha=10.0, expectile=0.9, rho=0.5, horizon=5, discount=0.99, sparse=False),
 }
 
+SMALL_ACTOR = dict(actor_hidden_dims=(256, 256))
+
 # A network that trains at a useful speed on a 2-core CPU.
 SMALL_FLOW = dict(actor_hidden_dims=(256, 256), value_hidden_dims=(256, 256), ensemble=2)
 
@@ -44,3 +46,9 @@ def env_family(task: str) -> str | None:
 
 def rql_env_preset(task: str) -> dict:
     return dict(RQL_ENV.get(env_family(task) or "", {}))
+
+
+def chunk_env_preset(task: str) -> dict:
+    """Chunk length, discount and reward sparsity of the RQL protocol, for methods run beside it."""
+    p = rql_env_preset(task)
+    return {k: p[k] for k in ("horizon", "discount", "sparse") if k in p}

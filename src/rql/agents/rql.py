@@ -112,21 +112,17 @@ def make(config: RQLConfig, obs_dim: int, action_dim: int) -> Agent:
             "opt_state": tx.init(params),
         }
 
-    def losses(params, state, batch: Batch, key):
+    def critic_target(params, state, batch: Batch, k_next, k_dist):
+        """``(target, x_t, t, valid)``: partial actions by reversal and their (t-free) target."""
         B = batch.observations.shape[0]
-        k_next, k_dist, k_noise, k_time = jax.random.split(key, 4)
-        s0 = batch.observations[:, 0]
-        sh = batch.observations[:, h]
-        actions = flat_chunk(batch, h)
+        s0, sh = batch.observations[:, 0], batch.observations[:, h]
         frozen_actor = velocity(jax.lax.stop_gradient(params["actor"]))
-
-        # Critic: target independent of the partial-action time.
         reward_sum, bootstrap, valid = n_step_return(batch, h, c.discount)
         next_noise = jax.random.normal(k_next, (B, chunk_dim))
         next_q = aggregate(value(state["target_value"], sh, next_noise, jnp.zeros((B, 1))))
         env_target = reward_sum + bootstrap * next_q
         d = flow.reversal_distances(k_dist, B, F)
-        x_t, t = flow.reverse(frozen_actor, s0, actions, d, F)
+        x_t, t = flow.reverse(frozen_actor, s0, flat_chunk(batch, h), d, F)
         x_t = jax.lax.stop_gradient(x_t)
         if c.value_target == "reversal":
             target = env_target
@@ -135,7 +131,16 @@ def make(config: RQLConfig, obs_dim: int, action_dim: int) -> Agent:
             x_next, t_next = flow.one_step(frozen_actor, s0, x_t, t, F)
             inner = aggregate(value(state["target_value"], s0, x_next, t_next))
             target = jnp.where(t[:, 0] >= 1.0 - 1e-6, env_target, inner)
-        target = jax.lax.stop_gradient(target)
+        return jax.lax.stop_gradient(target), x_t, t, valid
+
+    def loss_terms(params, state, batch: Batch, key):
+        B = batch.observations.shape[0]
+        k_next, k_dist, k_noise, k_time = jax.random.split(key, 4)
+        s0 = batch.observations[:, 0]
+        actions = flat_chunk(batch, h)
+
+        # Critic: target independent of the partial-action time.
+        target, x_t, t, valid = critic_target(params, state, batch, k_next, k_dist)
         qs = value(params["value"], s0, x_t, t)
         critic_loss = jnp.mean(expectile_loss(target - qs, c.expectile) * valid)
 
@@ -145,18 +150,12 @@ def make(config: RQLConfig, obs_dim: int, action_dim: int) -> Agent:
         x_tau, target_vel = flow.interpolate(noise, actions, tau_t)
         pred = actor_def.apply(params["actor"], s0, x_tau, tau_t)
         bc_loss = jnp.mean(jnp.square(pred - target_vel) * chunk_action_mask(batch, h, action_dim))
-        step = jnp.minimum(1.0 / F, 1.0 - tau_t)
-        x_next = x_tau + pred * step
+        x_next = x_tau + pred * jnp.minimum(1.0 / F, 1.0 - tau_t)
         t_next = jnp.minimum(tau_t + 1.0 / F, 1.0)
         q_pe = value(jax.lax.stop_gradient(params["value"]), s0, x_next, t_next).mean(axis=0)
         actor_loss = -jnp.mean(q_pe * valid)
-
-        total = critic_loss + actor_loss + c.alpha * bc_loss
-        metrics = {
-            "loss/total": total,
-            "loss/critic": critic_loss,
-            "loss/actor": actor_loss,
-            "loss/bc": bc_loss,
+        terms = {"critic": critic_loss, "actor": actor_loss, "bc": bc_loss}
+        stats = {
             "value/q_mean": qs.mean(),
             "value/q_min": qs.min(),
             "value/q_max": qs.max(),
@@ -164,7 +163,12 @@ def make(config: RQLConfig, obs_dim: int, action_dim: int) -> Agent:
             "value/ascent_q_mean": q_pe.mean(),
             "data/valid_fraction": valid.mean(),
         }
-        return total, metrics
+        return terms, stats
+
+    def losses(params, state, batch: Batch, key):
+        terms, stats = loss_terms(params, state, batch, key)
+        total = terms["critic"] + terms["actor"] + c.alpha * terms["bc"]
+        return total, {"loss/total": total, **{f"loss/{k}": v for k, v in terms.items()}, **stats}
 
     def update(state, batch: Batch, key):
         grads, metrics = jax.grad(losses, has_aux=True)(state["params"], state, batch, key)
@@ -185,4 +189,5 @@ def make(config: RQLConfig, obs_dim: int, action_dim: int) -> Agent:
         x = flow.euler_sample(velocity(state["target_actor"]), obs, noise, F)
         return x.reshape(obs.shape[0], h, action_dim)
 
-    return Agent("rql", c, obs_dim, action_dim, init, update, act)
+    extras = {"loss_terms": loss_terms, "critic_target": critic_target, "value": value, "velocity": velocity}
+    return Agent("rql", c, obs_dim, action_dim, init, update, act, extras)

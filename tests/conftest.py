@@ -1,0 +1,53 @@
+"""Shared fixtures: tiny real OGBench-format data recorded from the real environment."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
+
+import numpy as np
+import pytest
+
+TASK = "cube-single-play-singletask-task2-v0"
+
+
+def record_ogbench_file(path, task=TASK, episodes=3, steps=40, seed=0):
+    """Roll the real environment with smoothed random actions and save an OGBench-format file
+    (observations, actions, terminals, qpos, qvel), as the official data is stored."""
+    import ogbench
+
+    from rql.data.loading import split_task
+
+    env_name, _ = split_task(task)
+    import gymnasium
+
+    env = gymnasium.make(env_name.replace("-singletask-task2", "").replace("-singletask", ""),
+                         terminate_at_goal=False, mode="data_collection", max_episode_steps=steps + 1)
+    rng = np.random.default_rng(seed)
+    obs, acts, terms, qpos, qvel = [], [], [], [], []
+    for ep in range(episodes):
+        o, info = env.reset(seed=seed * 1000 + ep)
+        a_prev = np.zeros(env.action_space.shape, np.float32)
+        for t in range(steps):
+            a = np.clip(0.7 * a_prev + 0.3 * rng.uniform(-1, 1, a_prev.shape), -1, 1).astype(np.float32)
+            o2, r, term, trunc, info = env.step(a)
+            obs.append(o)
+            acts.append(a)
+            terms.append(t == steps - 1)
+            qpos.append(info["prev_qpos"])
+            qvel.append(info["prev_qvel"])
+            o, a_prev = o2, a
+    np.savez(path, observations=np.array(obs, np.float32), actions=np.array(acts, np.float32),
+             terminals=np.array(terms, bool), qpos=np.array(qpos, np.float32), qvel=np.array(qvel, np.float32))
+    del ogbench
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_ogbench(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ogdata")
+    path = d / "cube-single-play-v0.npz"
+    record_ogbench_file(path)
+    return path
