@@ -317,6 +317,8 @@ def train(
                 last_saved = step
             if bar is not None:
                 bar.update(block)
+            if eval_envs or step % run.save_every == 0:
+                t_last = time.time()  # the update rate counts updates only, not evaluation or saving
     except KeyboardInterrupt:
         if bar is not None:
             bar.close()
