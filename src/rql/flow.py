@@ -17,11 +17,13 @@ Velocity = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
 def euler_sample(velocity: Velocity, obs: jax.Array, noise: jax.Array, flow_steps: int, clip: bool = True):
     """Integrate from ``t = 0`` to ``t = 1`` in ``flow_steps`` Euler steps; clip to [-1, 1]."""
-    x = noise
     batch = noise.shape[:-1]
-    for i in range(flow_steps):
+
+    def body(i, x):
         t = jnp.full((*batch, 1), i / flow_steps, dtype=noise.dtype)
-        x = x + velocity(obs, x, t) / flow_steps
+        return x + velocity(obs, x, t) / flow_steps
+
+    x = jax.lax.fori_loop(0, flow_steps, body, noise)
     return jnp.clip(x, -1.0, 1.0) if clip else x
 
 
@@ -40,12 +42,13 @@ def reverse(velocity: Velocity, obs: jax.Array, action: jax.Array, distance: jax
     in ``[0, 1]``) in ``flow_steps`` equal sub-steps. Returns ``(x_t, t)`` with ``t = 1 - distance``
     of shape ``(batch, 1)``."""
     dt = (distance / flow_steps)[..., None].astype(action.dtype)
-    x = action
-    t = jnp.ones((*action.shape[:-1], 1), action.dtype)
-    for _ in range(flow_steps):
-        x = x - velocity(obs, x, t) * dt
-        t = t - dt
-    return x, t
+
+    def body(_, carry):
+        x, t = carry
+        return x - velocity(obs, x, t) * dt, t - dt
+
+    t1 = jnp.ones((*action.shape[:-1], 1), action.dtype)
+    return jax.lax.fori_loop(0, flow_steps, body, (action, t1))
 
 
 def interpolate(noise: jax.Array, action: jax.Array, t: jax.Array):

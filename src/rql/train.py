@@ -199,19 +199,25 @@ def train(
     if run.save_every is None:
         run = dataclasses.replace(run, save_every=run.eval_every or run.steps)
     run_dir = pathlib.Path(resume_dir or run.run_dir or _default_run_dir(run, agent_name))
+    if resume_dir is None and (run_dir / "config.json").exists():
+        raise RQLError(f"{run_dir} already holds a run; continue it with 'rql train --resume {run_dir}' "
+                       "or choose another --run-dir")
     run_dir.mkdir(parents=True, exist_ok=True)
 
-    eval_envs = []
-    if run.task and run.eval_episodes > 0:
-        eval_envs = make_eval_envs(run.task, max(1, min(run.eval_envs, run.eval_episodes)))
+    eval_envs, task_env = [], None
+    if run.task:  # an unknown task fails here, before any data is read
+        n_envs = max(1, min(run.eval_envs, run.eval_episodes)) if run.eval_episodes > 0 else 1
+        envs = make_eval_envs(run.task, n_envs)
+        task_env = envs[0]
+        eval_envs = envs if run.eval_episodes > 0 else []
     if dataset is None:
         dataset = load_dataset(
             run.task, run.dataset_path, run.dataset_dir, horizon=agent_cfg.horizon,
-            sparse=agent_cfg.sparse, download=run.download, env=eval_envs[0] if eval_envs else None,
+            sparse=agent_cfg.sparse, download=run.download, env=task_env,
         )
-    if eval_envs:
-        env_obs = eval_envs[0].observation_space.shape[0]
-        env_act = eval_envs[0].action_space.shape[0]
+    if task_env is not None:
+        env_obs = task_env.observation_space.shape[0]
+        env_act = task_env.action_space.shape[0]
         if (env_obs, env_act) != (dataset.obs_dim, dataset.action_dim):
             raise RQLError(
                 f"{dataset.source}: observations/actions are {dataset.obs_dim}/{dataset.action_dim}-dimensional "

@@ -21,6 +21,7 @@ byte-identical for a given seed whatever the number of worker processes.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import multiprocessing
 import os
@@ -408,8 +409,29 @@ def _run_episodes(
             np.random.set_state(saved)
         return
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(min(workers, len(tasks)), initializer=_worker_init, initargs=(recipe, max_steps, record)) as pool:
+    with _single_threaded_children():
+        pool = ctx.Pool(min(workers, len(tasks)), initializer=_worker_init, initargs=(recipe, max_steps, record))
+    with pool:
         yield from pool.imap(_worker_run, tasks, chunksize=1)
+
+
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def _single_threaded_children() -> Iterator[None]:
+    """One BLAS/OpenMP thread per worker process (workers already use every core), unless the user
+    chose otherwise. Spawned children copy the environment when they start."""
+    saved = {k: os.environ.get(k) for k in _THREAD_VARS}
+    for k, v in saved.items():
+        if v is None:
+            os.environ[k] = "1"
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
 
 
 def _collect(

@@ -1,0 +1,157 @@
+"""Implicit Flow Q-Learning: IQL's value learning with a flow behaviour policy, actions picked
+by rejection over flow samples (the flow variant of IDQL, as in the FQL codebase), with chunks.
+
+One update (value, critic and flow share one Adam step on the sum of the losses):
+
+value   ``V(s_0)`` regresses on ``min_E Q_target(s_0, a)`` with the expectile loss (``expectile``)
+critic  ``Q_e(s_0, a)`` regresses on ``sum_{i<h} gamma^i r_i (1 - T_{i-1}) + gamma^h mask_{h-1} V(s_h)``
+        (``V`` not moved by this loss), squared error summed over members
+flow    flow matching on the interpolant, action dims after an episode end masked
+then Polyak-averaged target critic (tau).
+
+Acting: ``num_samples`` chunks from the flow (F Euler steps from independent noise), the one with
+the highest ``min_E Q`` is executed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from rql import flow
+from rql.agents.base import (
+    Agent,
+    AgentConfig,
+    Batch,
+    chunk_action_mask,
+    expectile_loss,
+    flat_chunk,
+    n_step_return,
+    polyak,
+)
+from rql.nets import MLP, Ensemble, VelocityField
+
+
+@dataclasses.dataclass
+class IFQLConfig(AgentConfig):
+    """Implicit Flow Q-Learning. Defaults are the FQL codebase's IFQL."""
+
+    expectile: float = 0.9
+    """Expectile of the value loss (IQL's tau)."""
+    num_samples: int = 32
+    """Flow samples per state among which the action is picked by Q."""
+    flow_steps: int = 10
+    """Euler steps F of the flow."""
+    ensemble: int = 2
+    """Number of critics (the value target and action selection use their minimum)."""
+    actor_hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
+    """Hidden layer sizes of the velocity field."""
+    value_hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
+    """Hidden layer sizes of the value network and of each critic."""
+    layer_norm: bool = True
+    """LayerNorm after each hidden activation of the value and critics."""
+    actor_layer_norm: bool = False
+    """LayerNorm after each hidden activation of the velocity field."""
+    tau: float = 0.005
+    """Polyak rate of the target critics."""
+
+
+def make(config: IFQLConfig, obs_dim: int, action_dim: int) -> Agent:
+    c = config
+    h, F, N = c.horizon, c.flow_steps, c.num_samples
+    chunk_dim = h * action_dim
+    flow_def = VelocityField(c.actor_hidden_dims, chunk_dim, c.actor_layer_norm)
+    value_def = MLP(c.value_hidden_dims, 1, c.layer_norm)
+    critic_def = Ensemble(c.value_hidden_dims, c.ensemble, c.layer_norm)
+    tx = optax.adam(c.lr)
+
+    def value(params, obs):
+        return value_def.apply(params, obs)[..., 0]
+
+    def critic(params, obs, actions):
+        return critic_def.apply(params, obs, actions)
+
+    def init(key):
+        k_flow, k_value, k_critic = jax.random.split(key, 3)
+        o = jnp.zeros((1, obs_dim))
+        x = jnp.zeros((1, chunk_dim))
+        params = {
+            "flow": flow_def.init(k_flow, o, x, jnp.zeros((1, 1))),
+            "value": value_def.init(k_value, o),
+            "critic": critic_def.init(k_critic, o, x),
+        }
+        return {"params": params, "target_critic": params["critic"], "opt_state": tx.init(params)}
+
+    def loss_terms(params, state, batch: Batch, key):
+        B = batch.observations.shape[0]
+        k_noise, k_time = jax.random.split(key)
+        s0, sh = batch.observations[:, 0], batch.observations[:, h]
+        actions = flat_chunk(batch, h)
+        reward_sum, bootstrap, valid = n_step_return(batch, h, c.discount)
+
+        # Value: expectile of the target critics' minimum at the dataset chunk.
+        q_data = critic(state["target_critic"], s0, actions).min(axis=0)
+        v = value(params["value"], s0)
+        value_loss = jnp.mean(expectile_loss(jax.lax.stop_gradient(q_data) - v, c.expectile) * valid)
+
+        # Critic: chunked n-step target on the value of the state after the chunk.
+        next_v = value(jax.lax.stop_gradient(params["value"]), sh)
+        target = jax.lax.stop_gradient(reward_sum + bootstrap * next_v)
+        qs = critic(params["critic"], s0, actions)
+        critic_loss = jnp.mean(jnp.sum(jnp.square(qs - target), axis=0) * valid)
+
+        # Behaviour flow.
+        noise = jax.random.normal(k_noise, (B, chunk_dim))
+        t = jax.random.uniform(k_time, (B, 1))
+        x_t, target_vel = flow.interpolate(noise, actions, t)
+        pred = flow_def.apply(params["flow"], s0, x_t, t)
+        bc_loss = jnp.mean(jnp.square(pred - target_vel) * chunk_action_mask(batch, h, action_dim))
+
+        terms = {"value": value_loss, "critic": critic_loss, "bc": bc_loss}
+        stats = {
+            "value/v_mean": v.mean(),
+            "value/q_mean": qs.mean(),
+            "value/q_min": qs.min(),
+            "value/q_max": qs.max(),
+            "value/target_mean": target.mean(),
+            "data/valid_fraction": valid.mean(),
+        }
+        return terms, stats
+
+    def losses(params, state, batch: Batch, key):
+        terms, stats = loss_terms(params, state, batch, key)
+        total = terms["value"] + terms["critic"] + terms["bc"]
+        return total, {"loss/total": total, **{f"loss/{k}": v for k, v in terms.items()}, **stats}
+
+    def update(state, batch: Batch, key):
+        grads, metrics = jax.grad(losses, has_aux=True)(state["params"], state, batch, key)
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        new_state = {
+            "params": params,
+            "target_critic": polyak(state["params"]["critic"], state["target_critic"], c.tau),
+            "opt_state": opt_state,
+        }
+        return new_state, metrics
+
+    def candidates(params, obs, key):
+        """(B, N, chunk_dim) flow samples per state."""
+        B = obs.shape[0]
+        noise = jax.random.normal(key, (B, N, chunk_dim))
+        obs_n = jnp.broadcast_to(obs[:, None, :], (B, N, obs.shape[-1]))
+        vel = lambda o, x, t: flow_def.apply(params["flow"], o, x, t)  # noqa: E731
+        return flow.euler_sample(vel, obs_n, noise, F), obs_n
+
+    def act(state, obs, key):
+        params = state["params"]
+        samples, obs_n = candidates(params, obs, key)
+        q = critic(params["critic"], obs_n, samples).min(axis=0)  # (B, N)
+        best = jnp.argmax(q, axis=1)
+        chosen = jnp.take_along_axis(samples, best[:, None, None], axis=1)[:, 0]
+        return chosen.reshape(obs.shape[0], h, action_dim)
+
+    extras = {"loss_terms": loss_terms, "value": value, "critic": critic, "candidates": candidates}
+    return Agent("ifql", c, obs_dim, action_dim, init, update, act, extras)

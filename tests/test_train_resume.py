@@ -1,0 +1,86 @@
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+
+from rql.agents import build_config
+from rql.checkpoint import Checkpoints
+from rql.train import RunConfig, init_train_state, train
+from rql.agents import make_agent
+
+from conftest import TASK
+
+TINY = dict(actor_hidden_dims=(16, 16), value_hidden_dims=(16, 16), ensemble=2, batch_size=16, horizon=2)
+
+
+def final_params(run_dir, step):
+    cfg = build_config("rql", TASK, None, TINY)
+    agent = make_agent("rql", cfg, 28, 5)
+    ck = Checkpoints(os.path.join(run_dir, "checkpoints"))
+    ts = ck.restore(step, init_train_state(agent, 0))
+    ck.close()
+    return ts
+
+
+def test_end_to_end_run_directory(tiny_ogbench, tmp_path):
+    cfg = build_config("rql", TASK, None, TINY)
+    run = RunConfig(task=TASK, dataset_path=str(tiny_ogbench), run_dir=str(tmp_path / "run"), steps=40,
+                    eval_every=20, eval_episodes=2, eval_envs=2, log_every=10, progress=False)
+    summary = train(run, "rql", cfg, log=lambda *a: None)
+    d = tmp_path / "run"
+    assert {"config.json", "metrics.csv", "summary.json", "tb", "checkpoints"} <= set(os.listdir(d))
+    assert sorted(int(s) for s in os.listdir(d / "checkpoints") if s.isdigit()) == [20, 40]
+    rows = list(csv.DictReader((d / "metrics.csv").open()))
+    assert [int(r["step"]) for r in rows] == [10, 20, 30, 40]
+    assert rows[1]["eval/success"] != "" and rows[0]["eval/success"] == ""
+    assert all(np.isfinite(float(r["loss/total"])) for r in rows)
+    s = json.loads((d / "summary.json").read_text())
+    assert s["steps"] == 40 and s["final_eval"]["episodes"] == 2
+    assert 0.0 <= s["final_eval"]["success_ci_low"] <= s["final_eval"]["success"] <= s["final_eval"]["success_ci_high"]
+    assert summary["final_eval"] == s["final_eval"]
+    cfgdoc = json.loads((d / "config.json").read_text())
+    assert cfgdoc["agent"] == "rql" and cfgdoc["agent_config"]["horizon"] == 2
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(d / "tb"))
+
+
+def _cli(*args):
+    return [sys.executable, "-m", "rql.cli", *args]
+
+
+def test_kill_9_then_resume_equals_uninterrupted(tiny_ogbench, tmp_path):
+    common = ["train", "--task", TASK, "--dataset-path", str(tiny_ogbench), "--eval-episodes", "0",
+              "--agent.actor-hidden-dims", "16", "16", "--agent.value-hidden-dims", "16", "16",
+              "--agent.ensemble", "2", "--agent.batch-size", "16", "--agent.horizon", "2",
+              "--steps", "3000", "--save-every", "300", "--log-every", "300", "--no-progress",
+              "--keep-checkpoints", "20"]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    subprocess.run(_cli(*common, "--run-dir", a), check=True, env=env, capture_output=True)
+
+    proc = subprocess.Popen(_cli(*common, "--run-dir", b), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ck = os.path.join(b, "checkpoints")
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        steps = [s for s in (os.listdir(ck) if os.path.isdir(ck) else []) if s.isdigit()]
+        if len(steps) >= 2 or proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = max(int(s) for s in os.listdir(ck) if s.isdigit())
+    assert killed_at < 3000, "the run finished before it could be killed"
+    r = subprocess.run(_cli("train", "--resume", b), env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert f"from step {killed_at}" in r.stdout + r.stderr
+
+    pa, pb = final_params(a, 3000), final_params(b, 3000)
+    for x, y in zip(jax.tree_util.tree_leaves(pa), jax.tree_util.tree_leaves(pb)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
+    steps_logged = [int(r["step"]) for r in csv.DictReader(open(os.path.join(b, "metrics.csv")))]
+    assert steps_logged == list(range(300, 3001, 300))
