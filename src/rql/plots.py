@@ -1,0 +1,60 @@
+"""Learning-curve plots (PNG) from run directories."""
+
+from __future__ import annotations
+
+import csv
+import pathlib
+
+
+def read_metrics(run_dir: str | pathlib.Path) -> list[dict[str, float]]:
+    """Rows of a run's metrics.csv with numbers parsed (empty cells dropped)."""
+    path = pathlib.Path(run_dir) / "metrics.csv"
+    rows = []
+    with path.open(newline="") as f:
+        for r in csv.DictReader(f):
+            rows.append({k: float(v) for k, v in r.items() if v not in ("", None)})
+    return rows
+
+
+def plot_runs(runs: dict[str, str | pathlib.Path], path: str | pathlib.Path, title: str = "") -> pathlib.Path:
+    """One figure: evaluation success (with its 95% interval) and training losses against updates,
+    one line per labelled run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_s, ax_l) = plt.subplots(1, 2, figsize=(11, 4))
+    for label, run_dir in runs.items():
+        rows = read_metrics(run_dir)
+        ev = [r for r in rows if "eval/success" in r]
+        if ev:
+            steps = [r["step"] for r in ev]
+            line, = ax_s.plot(steps, [r["eval/success"] for r in ev], marker="o", label=label)
+            ax_s.fill_between(steps, [r["eval/success_ci_low"] for r in ev], [r["eval/success_ci_high"] for r in ev],
+                              color=line.get_color(), alpha=0.2)
+        tr = [r for r in rows if "loss/total" in r]
+        for key, style in (("loss/bc", "-"), ("loss/critic", "--")):
+            pts = [(r["step"], r[key]) for r in tr if key in r]
+            if pts:
+                ax_l.plot(*zip(*pts), style, label=f"{label} {key.split('/')[1]}")
+    ax_s.set_xlabel("updates")
+    ax_s.set_ylabel("success rate")
+    ax_s.set_ylim(-0.02, 1.02)
+    ax_s.set_title("evaluation (95% interval shaded)")
+    ax_s.grid(alpha=0.3)
+    ax_s.legend()
+    ax_l.set_xlabel("updates")
+    ax_l.set_ylabel("loss")
+    ax_l.set_yscale("log")
+    ax_l.set_title("training losses")
+    ax_l.grid(alpha=0.3)
+    ax_l.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out = pathlib.Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
