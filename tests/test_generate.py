@@ -132,6 +132,35 @@ def test_episode_depends_only_on_its_own_seed():
     assert not np.array_equal(seq[1]["actions"], seq[2]["actions"])
 
 
+def test_scene_health_check():
+    healthy = gen._ManipCollector._healthy
+    ok = np.zeros((3, 25), np.float32)
+    ok[:, 14:17] = [0.4, 0.0, 0.02]
+    assert healthy(ok)
+    right = ok.copy()
+    right[1, 15] = 0.29  # block too far right
+    assert not healthy(right)
+    left = ok.copy()
+    left[2, 15:17] = [-0.31, 0.02]  # too far left, on the table
+    assert not healthy(left)
+    drawer = ok.copy()
+    drawer[2, 15:17] = [-0.31, 0.07]  # inside the drawer: fine
+    assert healthy(drawer)
+
+
+def test_unhealthy_scene_episode_is_redone(monkeypatch):
+    recipe = gen.resolve("scene-play")
+    collector = gen._make_collector(recipe, 15)
+    seeds = gen.episode_seeds(0, 0, 0)
+    first = collector.run(seeds)
+    verdicts = iter([False, True])
+    monkeypatch.setattr(gen._ManipCollector, "_healthy", staticmethod(lambda qpos: next(verdicts)))
+    redone = collector.run(seeds)
+    assert next(verdicts, "used") == "used"  # both verdicts consumed: one rejection, one redo
+    assert redone["observations"].shape == first["observations"].shape
+    assert not np.array_equal(redone["observations"], first["observations"])  # the redo is a fresh rollout
+
+
 def test_pointmaze_noise_around_oracle_direction():
     eps = gen._collect("pointmaze-medium-navigate", episodes=2, max_steps=200, seed=0)
     dirs = np.concatenate([e["_directions"] for e in eps])

@@ -7,6 +7,7 @@ import pathlib
 import warnings
 
 import jax
+import numpy as np
 
 from rql.errors import RQLError
 
@@ -47,7 +48,9 @@ class Checkpoints:
             raise RQLError(f"{self.dir}: no checkpoint at step {step} (have: {have})")
         abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), template)
         try:
-            return self.manager.restore(step, args=self._ocp.args.StandardRestore(abstract))
+            restored = self.manager.restore(step, args=self._ocp.args.StandardRestore(abstract))
+            # Plain device arrays, placed like freshly made ones, so compiled code is reused as is.
+            return jax.tree_util.tree_map(lambda x: jax.numpy.asarray(np.asarray(x)), restored)
         except Exception as e:  # orbax raises many types for unreadable folders
             raise RQLError(
                 f"{self.dir / str(step)}: checkpoint could not be read ({type(e).__name__}); "

@@ -46,12 +46,9 @@ def _registry() -> dict[str, AgentSpec]:
             {"small": presets.SMALL_ACTOR, "reference": {}},
         ),
     ]
-    try:
-        from rql.agents import extra  # other methods register themselves here
+    from rql.agents import extra  # the baselines register themselves here
 
-        specs.extend(extra.specs())
-    except ImportError:
-        pass
+    specs.extend(extra.specs())
     return {s.name: s for s in specs}
 
 

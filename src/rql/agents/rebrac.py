@@ -85,7 +85,10 @@ def make(config: ReBRACConfig, obs_dim: int, action_dim: int) -> Agent:
     def init(key):
         k_actor, k_critic = jax.random.split(key)
         o = jnp.zeros((1, obs_dim))
-        params = {"actor": actor_def.init(k_actor, o), "critic": critic_def.init(k_critic, o, jnp.zeros((1, chunk_dim)))}
+        params = {
+            "actor": actor_def.init(k_actor, o),
+            "critic": critic_def.init(k_critic, o, jnp.zeros((1, chunk_dim))),
+        }
         return {
             "params": params,
             "target_actor": params["actor"],

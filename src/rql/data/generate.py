@@ -26,8 +26,8 @@ import dataclasses
 import multiprocessing
 import os
 import pathlib
+import secrets
 import sys
-import tempfile
 import zipfile
 from typing import Any, Iterable, Iterator
 
@@ -400,13 +400,16 @@ def _run_episodes(
 ) -> Iterator[dict[str, np.ndarray]]:
     """Yield the episodes for ``tasks`` ((seed, split, index) each), in order."""
     if workers <= 1 or len(tasks) <= 1:
-        saved = np.random.get_state()
+        saved = np.random.get_state()  # the oracles draw from numpy's global generator
+        collector = None
         try:
             collector = _make_collector(recipe, max_steps)
             for task in tasks:
                 yield collector.run(episode_seeds(*task), record)
         finally:
             np.random.set_state(saved)
+            if collector is not None:
+                collector.env.close()
         return
     ctx = multiprocessing.get_context("spawn")
     with _single_threaded_children():
@@ -459,9 +462,32 @@ def _collect(
 # Writing.
 
 
-def _concat(episodes: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    keys = [k for k in episodes[0] if not k.startswith("_")]
-    return {k: np.concatenate([ep[k] for ep in episodes], axis=0) for k in keys}
+class _Buffer:
+    """Episodes appended into preallocated arrays (no list of episodes, no final concatenation)."""
+
+    def __init__(self, expected_rows: int):
+        self.capacity = max(1, int(expected_rows))
+        self.rows = 0
+        self.arrays: dict[str, np.ndarray] = {}
+
+    def add(self, ep: dict[str, np.ndarray]) -> None:
+        n = len(ep["observations"])
+        if not self.arrays:
+            self.arrays = {
+                k: np.empty((self.capacity, *v.shape[1:]), dtype=v.dtype) for k, v in ep.items() if not k.startswith("_")
+            }
+        if self.rows + n > self.capacity:
+            self.capacity = max(2 * self.capacity, self.rows + n)
+            for k, v in self.arrays.items():
+                grown = np.empty((self.capacity, *v.shape[1:]), dtype=v.dtype)
+                grown[: self.rows] = v[: self.rows]
+                self.arrays[k] = grown
+        for k, v in self.arrays.items():
+            v[self.rows : self.rows + n] = ep[k]
+        self.rows += n
+
+    def result(self) -> dict[str, np.ndarray]:
+        return {k: v[: self.rows] for k, v in self.arrays.items()}
 
 
 def _write_npz(fileobj, arrays: dict[str, np.ndarray]) -> None:
@@ -478,7 +504,17 @@ def _write_npz(fileobj, arrays: dict[str, np.ndarray]) -> None:
 
 def _write_temp(directory: pathlib.Path, final_name: str, arrays: dict[str, np.ndarray]) -> pathlib.Path:
     """Write ``arrays`` to a hidden temporary file next to the final path; return its path."""
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{final_name}.", suffix=".tmp")
+    # Not tempfile.mkstemp: its files are private (0600); this one gets the usual umask-based mode.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = directory / f".{final_name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        try:
+            fd = os.open(tmp, flags, 0o666)
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise OSError(f"cannot create a temporary file in {directory}")
     try:
         with os.fdopen(fd, "wb") as f:
             _write_npz(f, arrays)
@@ -556,22 +592,17 @@ def generate(
     val_path = directory / f"{recipe.dataset}-val.npz"
 
     tasks = [(int(seed), TRAIN, i) for i in range(n_train)] + [(int(seed), VAL, i) for i in range(n_val)]
-    episodes_out: list[dict[str, np.ndarray]] = []
+    buffers = {TRAIN: _Buffer(n_train * steps), VAL: _Buffer(n_val * steps)}
     with _progress(len(tasks), recipe.dataset, progress) as bar:
-        for ep in _run_episodes(recipe, steps, tasks, int(workers)):
-            episodes_out.append(ep)
+        for task, ep in zip(tasks, _run_episodes(recipe, steps, tasks, int(workers))):
+            buffers[task[1]].add(ep)
             bar.update(1)
 
     temps: list[pathlib.Path] = []
     try:
-        val_arrays = _concat(episodes_out[n_train:])
-        temps.append(_write_temp(directory, val_path.name, val_arrays))
-        del val_arrays
-        del episodes_out[n_train:]
-        train_arrays = _concat(episodes_out)
-        episodes_out.clear()
-        temps.append(_write_temp(directory, train_path.name, train_arrays))
-        del train_arrays
+        temps.append(_write_temp(directory, val_path.name, buffers[VAL].result()))
+        temps.append(_write_temp(directory, train_path.name, buffers[TRAIN].result()))
+        buffers.clear()
         # Validation first: a train file under its final name implies its -val file is complete.
         os.replace(temps[0], val_path)
         os.replace(temps[1], train_path)

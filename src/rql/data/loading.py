@@ -14,35 +14,15 @@ Files are read with ``allow_pickle=False``: a data file is untrusted input.
 
 from __future__ import annotations
 
-import os
 import pathlib
-import zipfile
 
 import numpy as np
 
 from rql.data.dataset import Dataset, validate
+from rql.data.info import read_npz  # the one safe .npz reader (never unpickles)
 from rql.errors import RQLError
 
 DEFAULT_OGBENCH_DIR = "~/.ogbench/data"
-
-
-def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """All arrays of an ``.npz`` file, never unpickling; every failure is one :class:`RQLError`."""
-    path = pathlib.Path(path).expanduser()
-    if not path.exists():
-        raise RQLError(f"{path}: no such file")
-    if path.is_dir():
-        raise RQLError(f"{path}: is a folder; give the .npz file inside it")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            return {k: f[k] for k in f.files}
-    except ValueError as e:
-        if "pickle" in str(e).lower():
-            raise RQLError(f"{path}: holds pickled objects, which are never loaded; save plain arrays instead") from None
-        raise RQLError(f"{path}: not a readable .npz file ({e}); re-create or re-download it") from None
-    except (zipfile.BadZipFile, EOFError, OSError, KeyError) as e:
-        reason = str(e) or type(e).__name__
-        raise RQLError(f"{path}: corrupt or truncated .npz file ({reason}); re-create or re-download it") from None
 
 
 def split_task(task: str) -> tuple[str, str]:

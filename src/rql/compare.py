@@ -1,0 +1,343 @@
+"""``rql compare``: tabulate and plot finished (or running) training runs by agent and task.
+
+A run directory is any folder holding ``config.json`` and ``metrics.csv`` (as ``rql train``
+writes them). Runs are grouped by (agent, task); each group's final success rate is the mean over
+seeds of each run's last evaluation, with a 95% interval: a t-interval over the seeds' values when
+there are two or more seeds, else the single run's Wilson interval over its evaluation episodes.
+Only files inside each run directory are read, by paths relative to it, so runs copied from other
+machines compare as they are.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import pathlib
+import re
+import sys
+from typing import Annotated
+
+import tyro
+
+from rql.errors import RQLError
+
+
+@dataclasses.dataclass
+class CompareArgs:
+    runs: Annotated[list[str], tyro.conf.Positional, tyro.conf.arg(metavar="RUN_DIR")]
+    """Run directories made by 'rql train', or folders containing run directories (searched recursively)."""
+    out: Annotated[str, tyro.conf.arg(metavar="DIR")] = "comparison"
+    """Folder written: comparison.md, comparison.csv and one learning-curve PNG per task."""
+
+
+@dataclasses.dataclass
+class Run:
+    path: pathlib.Path
+    agent: str
+    task: str
+    seed: int
+    evals: list[dict]
+    """Evaluation points in step order: step, success, success_ci_low, success_ci_high."""
+
+    @property
+    def final(self) -> dict:
+        return self.evals[-1]
+
+
+@dataclasses.dataclass
+class Group:
+    task: str
+    agent: str
+    runs: list[Run]
+    success_mean: float
+    ci_low: float
+    ci_high: float
+    interval: str
+    """'t' (over seeds) or 'wilson' (one run, over its episodes)."""
+
+    @property
+    def seeds(self) -> list[int]:
+        return [r.seed for r in self.runs]
+
+    @property
+    def steps(self) -> tuple[int, int]:
+        s = [r.final["step"] for r in self.runs]
+        return min(s), max(s)
+
+
+# ----------------------------------------------------------------------------- finding runs
+
+
+def is_run_dir(path: pathlib.Path) -> bool:
+    return (path / "config.json").is_file() and (path / "metrics.csv").is_file()
+
+
+def find_runs(paths: list[str]) -> list[pathlib.Path]:
+    """Run directories named by ``paths`` (each a run directory or a folder containing some)."""
+    found: list[pathlib.Path] = []
+    seen: set[pathlib.Path] = set()
+    for p in paths:
+        root = pathlib.Path(p).expanduser()
+        if not root.exists():
+            raise RQLError(f"{p}: no such file or directory; give run directories made by 'rql train'")
+        if not root.is_dir():
+            raise RQLError(f"{p}: not a directory; give run directories (or folders containing them)")
+        candidates = []
+        if is_run_dir(root):
+            candidates.append(root)
+        else:
+            for dirpath, dirnames, _ in os.walk(root):
+                d = pathlib.Path(dirpath)
+                if is_run_dir(d):
+                    candidates.append(d)
+                    dirnames[:] = []  # a run's own subfolders (checkpoints, tb) hold no runs
+                else:
+                    dirnames.sort()
+        for c in candidates:
+            key = c.resolve()
+            if key not in seen:
+                seen.add(key)
+                found.append(c)
+    return found
+
+
+def _float(value: str, what: str, path: pathlib.Path) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise RQLError(f"{path}: unreadable metrics.csv ({what} is '{value}', not a number)") from None
+
+
+def read_run(run_dir: pathlib.Path) -> Run:
+    """Agent, task and seed from config.json (summary.json when present), evaluations from metrics.csv."""
+    try:
+        doc = json.loads((run_dir / "config.json").read_text())
+        agent = str(doc["agent"])
+        run_cfg = doc.get("run", {})
+        seed = int(run_cfg.get("seed", 0))
+        task = run_cfg.get("task")
+        if not task:
+            source = run_cfg.get("dataset_path") or (doc.get("dataset") or {}).get("source") or "dataset"
+            task = pathlib.PurePath(str(source)).stem
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
+        raise RQLError(f"{run_dir / 'config.json'}: unreadable run configuration ({e})") from None
+    summary_path = run_dir / "summary.json"
+    if summary_path.is_file():
+        try:
+            summary = json.loads(summary_path.read_text())
+            agent = str(summary.get("agent") or agent)
+            task = str(summary.get("task") or task)
+            seed = int(summary.get("seed", seed))
+        except (OSError, json.JSONDecodeError, TypeError, ValueError, AttributeError) as e:
+            raise RQLError(f"{summary_path}: unreadable summary ({e})") from None
+
+    path = run_dir / "metrics.csv"
+    need = ("step", "eval/success", "eval/success_ci_low", "eval/success_ci_high")
+    evals: dict[int, dict] = {}
+    try:
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in need if c not in (reader.fieldnames or [])]
+            if missing:
+                raise RQLError(f"{path}: unreadable metrics.csv (no column {', '.join(missing)}); "
+                               "is it a metrics file written by 'rql train'?")
+            for row in reader:
+                if not (row.get("eval/success") or "").strip():
+                    continue
+                step = int(_float(row["step"], "step", path))
+                evals[step] = {
+                    "step": step,
+                    "success": _float(row["eval/success"], "eval/success", path),
+                    "success_ci_low": _float(row["eval/success_ci_low"], "eval/success_ci_low", path),
+                    "success_ci_high": _float(row["eval/success_ci_high"], "eval/success_ci_high", path),
+                }
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise RQLError(f"{path}: unreadable metrics.csv ({e})") from None
+    return Run(run_dir, agent, task, seed, [evals[s] for s in sorted(evals)])
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def t_interval(values: list[float], level: float = 0.95) -> tuple[float, float, float]:
+    """``(mean, low, high)``: Student-t interval of the mean, clipped to [0, 1] (success rates)."""
+    from scipy.stats import t as student_t
+
+    n = len(values)
+    mean = sum(values) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = float(student_t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
+    return mean, max(0.0, mean - half), min(1.0, mean + half)
+
+
+def summarise(task: str, agent: str, runs: list[Run]) -> Group:
+    runs = sorted(runs, key=lambda r: (r.seed, str(r.path)))
+    finals = [r.final["success"] for r in runs]
+    if len(runs) >= 2:
+        mean, lo, hi = t_interval(finals)
+        interval = "t"
+    else:
+        f = runs[0].final
+        mean, lo, hi, interval = f["success"], f["success_ci_low"], f["success_ci_high"], "wilson"
+    return Group(task, agent, runs, mean, lo, hi, interval)
+
+
+def group_runs(runs: list[Run]) -> list[Group]:
+    by_key: dict[tuple[str, str], list[Run]] = {}
+    for r in runs:
+        by_key.setdefault((r.task, r.agent), []).append(r)
+    return [summarise(task, agent, rs) for (task, agent), rs in sorted(by_key.items())]
+
+
+def curve(runs: list[Run]) -> tuple[list[int], list[float], list[float], list[float]]:
+    """Mean success over seeds at every evaluation step any seed reached, with a 95% band
+    (t-interval over the seeds evaluated at that step; a single seed's Wilson interval)."""
+    steps = sorted({e["step"] for r in runs for e in r.evals})
+    means, lows, highs = [], [], []
+    for s in steps:
+        points = [e for r in runs for e in r.evals if e["step"] == s]
+        if len(points) >= 2:
+            m, lo, hi = t_interval([p["success"] for p in points])
+        else:
+            m, lo, hi = points[0]["success"], points[0]["success_ci_low"], points[0]["success_ci_high"]
+        means.append(m)
+        lows.append(lo)
+        highs.append(hi)
+    return steps, means, lows, highs
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def _pct(x: float) -> str:
+    return f"{100.0 * x:.1f}"
+
+
+def _steps_text(g: Group) -> str:
+    lo, hi = g.steps
+    return str(lo) if lo == hi else f"{lo}-{hi}"
+
+
+def plot_name(task: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", task) + ".png"
+
+
+def markdown(groups: list[Group]) -> str:
+    lines = [
+        "| task | agent | success % | 95% interval | seeds | steps |",
+        "|---|---|---|---|---|---|",
+    ]
+    for g in groups:
+        kind = "t over seeds" if g.interval == "t" else "Wilson, 1 run"
+        lines.append(
+            f"| {g.task} | {g.agent} | {_pct(g.success_mean)} | [{_pct(g.ci_low)}, {_pct(g.ci_high)}] ({kind}) "
+            f"| {len(g.runs)} | {_steps_text(g)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+CSV_COLUMNS = ["task", "agent", "success_mean", "success_ci_low", "success_ci_high", "interval", "seeds",
+               "seed_list", "steps_min", "steps_max", "run_success"]
+
+
+def write_csv(path: pathlib.Path, groups: list[Group]) -> None:
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, CSV_COLUMNS)
+        w.writeheader()
+        for g in groups:
+            w.writerow({
+                "task": g.task,
+                "agent": g.agent,
+                "success_mean": f"{g.success_mean:.6g}",
+                "success_ci_low": f"{g.ci_low:.6g}",
+                "success_ci_high": f"{g.ci_high:.6g}",
+                "interval": g.interval,
+                "seeds": len(g.runs),
+                "seed_list": ";".join(str(s) for s in g.seeds),
+                "steps_min": g.steps[0],
+                "steps_max": g.steps[1],
+                "run_success": ";".join(f"{r.final['success']:.6g}" for r in g.runs),
+            })
+
+
+def plot_task(path: pathlib.Path, task: str, groups: list[Group]) -> None:
+    """One learning curve per agent (mean over seeds, shaded 95% band), drawn with the Agg canvas
+    directly so that no global pyplot state or interactive backend is touched."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.2), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    for g in groups:
+        steps, means, lows, highs = curve(g.runs)
+        label = f"{g.agent} ({len(g.runs)} seed{'s' if len(g.runs) != 1 else ''})"
+        (line,) = ax.plot(steps, means, marker="o", markersize=3, label=label)
+        ax.fill_between(steps, lows, highs, color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.set_title(task, fontsize=10)
+    ax.set_xlabel("gradient updates")
+    ax.set_ylabel("success rate")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+
+
+def compare(paths: list[str], out_dir: str | pathlib.Path = "comparison", warn=None) -> dict:
+    """Find, group, tabulate and plot runs; returns ``{"groups", "markdown", "files"}``."""
+    warn = warn or (lambda msg: print(msg, file=sys.stderr))
+    if not paths:
+        raise RQLError("give at least one run directory (or a folder of them): rql compare RUN_DIR... [--out DIR]")
+    run_dirs = find_runs(paths)
+    if not run_dirs:
+        raise RQLError(
+            f"no run directories found under {', '.join(paths)} (a run directory holds config.json and "
+            "metrics.csv, as 'rql train' writes them)"
+        )
+    runs = []
+    for d in run_dirs:
+        r = read_run(d)
+        if r.evals:
+            runs.append(r)
+        else:
+            warn(f"note: {d} has no evaluation yet; left out")
+    if not runs:
+        raise RQLError(f"none of the {len(run_dirs)} run(s) found has an evaluation yet; train longer or "
+                       "pass --eval-every/--eval-episodes to 'rql train'")
+    groups = group_runs(runs)
+    out = pathlib.Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RQLError(f"{out}: cannot create the output folder ({e.strerror}); choose another with --out") from None
+
+    tasks = sorted({g.task for g in groups})
+    plots = {}
+    for task in tasks:
+        plots[task] = out / plot_name(task)
+        plot_task(plots[task], task, [g for g in groups if g.task == task])
+    table = markdown(groups)
+    doc = ["# Comparison", "", table, "Success is each run's last evaluation; the interval is a 95% t-interval over "
+           "seeds when there are two or more, else the single run's 95% Wilson interval over its episodes.", ""]
+    doc += ["## Learning curves", ""] + [f"![{t}]({plots[t].name})" for t in tasks] + [""]
+    (out / "comparison.md").write_text("\n".join(doc))
+    write_csv(out / "comparison.csv", groups)
+    files = [out / "comparison.md", out / "comparison.csv", *plots.values()]
+    return {"groups": groups, "markdown": table, "files": files}
+
+
+def cmd_compare(argv: list[str], parse) -> int:
+    args = parse(
+        CompareArgs, argv, "rql compare",
+        "Group runs by (agent, task), write comparison.md, comparison.csv and one learning-curve PNG per task "
+        "into --out, and print the table. Final success is the mean over seeds of each run's last evaluation, "
+        "with a 95% t-interval over seeds (one seed: that run's Wilson interval).",
+    )
+    result = compare(args.runs, args.out)
+    print(result["markdown"], end="")
+    print(f"wrote {', '.join(str(f) for f in result['files'])}")
+    return 0
