@@ -63,6 +63,8 @@ class RunConfig:
     """Write training metrics every N updates."""
     updates_per_dispatch: int = 1000
     """Updates compiled into one lax.scan block (a divisor of the log/eval/save intervals is used)."""
+    shard_every: int = 1000
+    """With a folder of .npz shards as --dataset-path: updates on one shard before moving to the next."""
     seed: int = 0
     """Seed of initialisation, sampling and evaluation; same seed, same machine -> same run."""
     tensorboard: bool = True
@@ -75,9 +77,9 @@ class RunConfig:
     """Download a missing OGBench dataset (fails cleanly offline)."""
 
 
-def _block_size(run: RunConfig) -> int:
+def _block_size(run: RunConfig, sharded: bool = False) -> int:
     g = 0
-    for n in (run.steps, run.log_every, run.eval_every, run.save_every or 0):
+    for n in (run.steps, run.log_every, run.eval_every, run.save_every or 0, run.shard_every if sharded else 0):
         if n:
             g = math.gcd(g, int(n))
     cap = max(1, run.updates_per_dispatch)
@@ -210,6 +212,21 @@ def train(
         envs = make_eval_envs(run.task, n_envs)
         task_env = envs[0]
         eval_envs = envs if run.eval_episodes > 0 else []
+    sharded = None
+    if dataset is None and run.dataset_path and pathlib.Path(run.dataset_path).expanduser().is_dir():
+        if run.shard_every <= 0:
+            raise RQLError("--shard-every must be positive")
+        from rql.data.loading import make_env
+        from rql.data.shards import ShardedData
+
+        loader_env = make_env(run.task) if run.task else None  # the prefetch thread's own
+
+        def load_shard(path):
+            return load_dataset(run.task, str(path), horizon=agent_cfg.horizon, sparse=agent_cfg.sparse,
+                                download=False, env=loader_env)
+
+        sharded = ShardedData(run.dataset_path, load_shard, run.seed, run.shard_every)
+        dataset = sharded.first()
     if dataset is None:
         dataset = load_dataset(
             run.task, run.dataset_path, run.dataset_dir, horizon=agent_cfg.horizon,
@@ -224,9 +241,9 @@ def train(
                 f"but task '{run.task}' has {env_obs}/{env_act}; is it the dataset of this task?"
             )
     agent = make_agent(agent_name, agent_cfg, dataset.obs_dim, dataset.action_dim)
-    block = _block_size(run)
+    block = _block_size(run, sharded is not None)
     run_block = make_block(agent, agent_cfg.horizon, agent_cfg.batch_size, block)
-    data = to_device(dataset)
+    data = sharded.data(0) if sharded else to_device(dataset)
     ckpts = Checkpoints(run_dir / "checkpoints", keep=run.keep_checkpoints)
 
     ts = init_train_state(agent, run.seed)
@@ -240,7 +257,8 @@ def train(
             log(f"{run_dir}: no checkpoint yet; starting from step 0")
     else:
         save_config(run_dir, run, agent_name, agent_cfg, {
-            "dataset": {"source": dataset.source, "size": dataset.size, "episodes": dataset.num_episodes},
+            "dataset": {"source": dataset.source, "size": dataset.size, "episodes": dataset.num_episodes,
+                        "shards": len(sharded.files) if sharded else None},
             "obs_dim": dataset.obs_dim, "action_dim": dataset.action_dim,
         })
     start = int(ts["step"])
@@ -288,6 +306,8 @@ def train(
     row: dict[str, Any] = {}
     try:
         while step < run.steps:
+            if sharded is not None:
+                data = sharded.data(step)
             ts, metrics = run_block(ts, data)
             step += block
             row = {}
@@ -344,6 +364,8 @@ def train(
         if tb is not None:
             tb.close()
         ckpts.close()
+        if sharded is not None:
+            sharded.close()
         for e in eval_envs:
             e.close()
 
