@@ -39,6 +39,7 @@ def _fail(msg: str) -> int:
 def _quiet_env() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("MUJOCO_GL", "egl")
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")  # also for worker processes
     import warnings
 
     warnings.filterwarnings("ignore")
