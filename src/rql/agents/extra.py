@@ -27,8 +27,10 @@ FQL_ENV = {
     "puzzle-4x4": dict(alpha=1000.0),
 }
 
-# ReBRAC's actor and critic penalties per environment, from the FQL paper's hyperparameter table
-# for its ReBRAC baseline (humanoidmaze-medium also appears as an example command in the FQL README).
+# ReBRAC's actor and critic penalties per environment, meant to follow the FQL paper's table for
+# its ReBRAC baseline. Checked against a primary source: humanoidmaze-medium (0.01/0.01) and the
+# cube-single values (1/0, the FQL README's visual-cube-single example). The other rows are not yet
+# checked against the paper's table; confirm them before quoting ReBRAC results.
 REBRAC_ENV = {
     "antmaze-large": dict(alpha_actor=0.003, alpha_critic=0.002),
     "antmaze-giant": dict(alpha_actor=0.003, alpha_critic=0.001, discount=0.995),
