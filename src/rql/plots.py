@@ -25,19 +25,21 @@ def plot_runs(runs: dict[str, str | pathlib.Path], path: str | pathlib.Path, tit
     import matplotlib.pyplot as plt
 
     fig, (ax_s, ax_l) = plt.subplots(1, 2, figsize=(11, 4))
-    for label, run_dir in runs.items():
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (label, run_dir) in enumerate(runs.items()):
+        color = colors[i % len(colors)]
         rows = read_metrics(run_dir)
         ev = [r for r in rows if "eval/success" in r]
         if ev:
             steps = [r["step"] for r in ev]
-            line, = ax_s.plot(steps, [r["eval/success"] for r in ev], marker="o", label=label)
+            ax_s.plot(steps, [r["eval/success"] for r in ev], marker="o", label=label, color=color)
             ax_s.fill_between(steps, [r["eval/success_ci_low"] for r in ev], [r["eval/success_ci_high"] for r in ev],
-                              color=line.get_color(), alpha=0.2)
+                              color=color, alpha=0.2)
         tr = [r for r in rows if "loss/total" in r]
         for key, style in (("loss/bc", "-"), ("loss/critic", "--")):
             pts = [(r["step"], r[key]) for r in tr if key in r]
             if pts:
-                ax_l.plot(*zip(*pts), style, label=f"{label} {key.split('/')[1]}")
+                ax_l.plot(*zip(*pts), style, color=color, label=f"{label} {key.split('/')[1]}")
     ax_s.set_xlabel("updates")
     ax_s.set_ylabel("success rate")
     ax_s.set_ylim(-0.02, 1.02)
