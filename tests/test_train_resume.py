@@ -28,7 +28,7 @@ def final_params(run_dir, step):
     return ts
 
 
-def test_end_to_end_run_directory(tiny_ogbench, tmp_path):
+def test_end_to_end_run_directory(tiny_ogbench, tmp_path, capsys):
     cfg = build_config("rql", TASK, None, TINY)
     run = RunConfig(task=TASK, dataset_path=str(tiny_ogbench), run_dir=str(tmp_path / "run"), steps=40,
                     eval_every=20, eval_episodes=2, eval_envs=2, log_every=10, progress=False)
@@ -47,6 +47,16 @@ def test_end_to_end_run_directory(tiny_ogbench, tmp_path):
     cfgdoc = json.loads((d / "config.json").read_text())
     assert cfgdoc["agent"] == "rql" and cfgdoc["agent_config"]["horizon"] == 2
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(d / "tb"))
+
+    # rql eval on the saved run: same numbers for the same seed, a JSON line for machines.
+    from rql.cli import main
+
+    outs = []
+    for _ in range(2):
+        assert main(["eval", str(d), "--episodes", "2", "--envs", "2", "--checkpoint", "20", "--json"]) == 0
+        outs.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
+    assert outs[0] == outs[1]
+    assert outs[0]["checkpoint"] == 20 and outs[0]["episodes"] == 2 and outs[0]["length"] > 0
 
 
 def _cli(*args):
