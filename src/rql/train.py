@@ -89,16 +89,16 @@ def _block_size(run: RunConfig, sharded: bool = False) -> int:
 def make_block(agent, horizon: int, batch_size: int, block: int):
     """A compiled ``(train_state, data) -> (train_state, mean metrics)`` running ``block`` updates."""
 
-    def one(carry, _):
-        key, k_sample, k_update = jax.random.split(carry["key"], 3)
-        batch = sample_windows(carry["data"], k_sample, batch_size, horizon)
-        agent_state, metrics = agent.update(carry["agent"], batch, k_update)
-        return {"agent": agent_state, "key": key, "data": carry["data"]}, metrics
-
     def run_block(ts, data: DeviceDataset):
-        carry = {"agent": ts["agent"], "key": ts["key"], "data": data}
-        carry, metrics = jax.lax.scan(one, carry, None, length=block)
-        out = {"agent": carry["agent"], "key": carry["key"], "step": ts["step"] + block}
+        def one(carry, _):
+            agent_state, key = carry
+            key, k_sample, k_update = jax.random.split(key, 3)
+            batch = sample_windows(data, k_sample, batch_size, horizon)
+            agent_state, metrics = agent.update(agent_state, batch, k_update)
+            return (agent_state, key), metrics
+
+        (agent_state, key), metrics = jax.lax.scan(one, (ts["agent"], ts["key"]), None, length=block)
+        out = {"agent": agent_state, "key": key, "step": ts["step"] + block}
         return out, jax.tree_util.tree_map(jnp.mean, metrics)
 
     return jax.jit(run_block, donate_argnums=(0,))

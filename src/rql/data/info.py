@@ -110,15 +110,9 @@ def _stats(x: np.ndarray) -> dict[str, float]:
 
 
 def _task_env_name(task: str) -> str:
-    splits = task.split("-")
-    if "singletask" not in splits:
-        raise RQLError(
-            f"'{task}' is not an OGBench single-task name; use e.g. cube-single-play-singletask-task1-v0"
-        )
-    pos = splits.index("singletask")
-    if pos < 2:
-        raise RQLError(f"'{task}' is not an OGBench single-task name; use e.g. cube-single-play-singletask-task1-v0")
-    return "-".join(splits[: pos - 1] + splits[pos:])
+    from rql.data.names import split_task
+
+    return split_task(task)[0]
 
 
 def _relabel(arrays: dict[str, np.ndarray], keep: np.ndarray, task: str, source: str) -> dict[str, np.ndarray]:

@@ -20,25 +20,10 @@ import numpy as np
 
 from rql.data.dataset import Dataset, validate
 from rql.data.info import read_npz  # the one safe .npz reader (never unpickles)
+from rql.data.names import split_task
 from rql.errors import RQLError
 
 DEFAULT_OGBENCH_DIR = "~/.ogbench/data"
-
-
-def split_task(task: str) -> tuple[str, str]:
-    """``cube-single-play-singletask-task2-v0`` -> (env name ``cube-single-singletask-task2-v0``,
-    dataset name ``cube-single-play-v0``), following OGBench's naming."""
-    splits = task.split("-")
-    if "singletask" not in splits:
-        raise RQLError(
-            f"'{task}' is not an OGBench single-task name; use e.g. cube-single-play-singletask-task2-v0"
-        )
-    pos = splits.index("singletask")
-    if pos < 2:
-        raise RQLError(f"'{task}' is not an OGBench single-task name; use e.g. cube-single-play-singletask-task2-v0")
-    env_name = "-".join(splits[: pos - 1] + splits[pos:])
-    dataset_name = "-".join(splits[:pos] + splits[-1:])
-    return env_name, dataset_name
 
 
 def make_env(task: str, **kwargs):
