@@ -26,6 +26,8 @@ class DemoArgs:
     """OGBench single-task name (a manipulation task whose data 'rql data generate' can make)."""
     episodes: int = 60
     """Episodes of generated data (1001 steps each; the official dataset has 1000)."""
+    max_steps: int | None = None
+    """Steps per generated episode (default: the official 1001)."""
     workers: int = 2
     """Processes generating episodes in parallel."""
     data_dir: str = "~/.cache/rql/demo-data"
@@ -46,7 +48,8 @@ def _dataset(args: DemoArgs, log) -> pathlib.Path:
     from rql.data.loading import split_task
 
     _, dataset_name = split_task(args.task)
-    folder = pathlib.Path(args.data_dir).expanduser() / f"{args.episodes}ep-s{args.seed}"
+    length = f"-{args.max_steps}st" if args.max_steps else ""
+    folder = pathlib.Path(args.data_dir).expanduser() / f"{args.episodes}ep{length}-s{args.seed}"
     path = folder / f"{dataset_name}.npz"
     if path.exists():
         log(f"[1/4] dataset: using cached {path}")
@@ -55,7 +58,8 @@ def _dataset(args: DemoArgs, log) -> pathlib.Path:
 
     log(f"[1/4] dataset: generating {args.episodes} episodes of {dataset_name} into {folder} "
         f"({args.workers} workers; cached for next time)")
-    generate(dataset_name, out_dir=folder, episodes=args.episodes, seed=args.seed, workers=args.workers)
+    generate(dataset_name, out_dir=folder, episodes=args.episodes, max_steps=args.max_steps, seed=args.seed,
+             workers=args.workers)
     return path
 
 
