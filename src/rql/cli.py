@@ -98,15 +98,18 @@ def _tyro_parse(cls, argv: list[str], prog: str, description: str, default=None)
 
 
 def _tyro_detail(text: str) -> str:
+    """The one informative sentence of tyro's boxed error text."""
     import re
 
-    text = re.sub(r"[│╭╮╰╯─┃━┏┓┗┛]+", " ", text)
+    text = re.sub(r"[│╭╮╰╯─┃━┏┓┗┛]+|-{3,}", " ", text)
     text = " ".join(text.split())
-    for marker in ("Error parsing", "Required option", "Unrecognized", "invalid choice", "expected"):
+    for cut in (" Argument helptext", " For full helptext", " Usage:"):
+        text = text.split(cut)[0]
+    for marker in ("Error parsing", "Required option", "Missing from", "Unrecognized", "invalid choice", "expected"):
         i = text.find(marker)
         if i >= 0:
-            return text[i : i + 200].split(" For full helptext")[0].strip()
-    return (text[:200] or "invalid arguments").split(" For full helptext")[0].strip()
+            return text[i : i + 200].strip()
+    return text[:200].strip() or "invalid arguments"
 
 
 def _known_flags(cls) -> set[str]:
