@@ -40,7 +40,8 @@ class RunConfig:
     task: str | None = None
     """OGBench single-task name, e.g. cube-single-play-singletask-task2-v0 (picks presets, data, eval env)."""
     dataset_path: str | None = None
-    """A dataset file: OGBench .npz, plain .npz (observations/actions/rewards/terminals[/masks]), or minari:ID."""
+    """A dataset: OGBench .npz, plain .npz (observations/actions/rewards/terminals[/masks]), minari:ID, or a
+    folder of .npz shards (trained shard by shard, the next one prefetched)."""
     dataset_dir: str | None = None
     """A folder holding the OGBench file <dataset name>.npz (default: OGBench's ~/.ogbench/data)."""
     preset: str | None = None
