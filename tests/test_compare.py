@@ -152,3 +152,22 @@ def test_errors(tmp_path, capsys):
     (bad / "metrics.csv").write_text(",".join(COLUMNS) + "\n50,1,1,1,,,,,\n")
     with pytest.raises(RQLError, match="has an evaluation yet"):
         compare([str(bad)], tmp_path / "o")
+
+
+def test_agreeing_seeds_keep_the_pooled_episode_uncertainty(tmp_path):
+    from rql.compare import read_run, summarise
+    from rql.evaluation import wilson_interval
+
+    runs = []
+    for seed in (0, 1):
+        d = write_run(tmp_path / f"rql-s{seed}", "rql", TASK, seed, {300: (0.12, 0.05, 0.24)})
+        cfg = json.loads((d / "config.json").read_text())
+        cfg["run"]["eval_episodes"] = 50
+        (d / "config.json").write_text(json.dumps(cfg))
+        runs.append(read_run(d))
+    g = summarise(TASK, "rql", runs)
+    lo, hi = wilson_interval(12, 100)
+    assert g.interval == "t+pooled"
+    assert g.success_mean == pytest.approx(0.12)
+    assert (g.ci_low, g.ci_high) == (pytest.approx(lo), pytest.approx(hi))
+    assert g.ci_low < 0.12 < g.ci_high

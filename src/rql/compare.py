@@ -3,7 +3,10 @@
 A run directory is any folder holding ``config.json`` and ``metrics.csv`` (as ``rql train``
 writes them). Runs are grouped by (agent, task); each group's final success rate is the mean over
 seeds of each run's last evaluation, with a 95% interval: a t-interval over the seeds' values when
-there are two or more seeds, else the single run's Wilson interval over its evaluation episodes.
+there are two or more seeds (widened, when the episode counts are known, to at least the Wilson
+interval of all their evaluation episodes pooled, so agreeing seeds never look exact), else the
+single run's Wilson interval over its evaluation episodes.
+
 Only files inside each run directory are read, by paths relative to it, so runs copied from other
 machines compare as they are.
 """
@@ -41,6 +44,8 @@ class Run:
     seed: int
     evals: list[dict]
     """Evaluation points in step order: step, success, success_ci_low, success_ci_high."""
+    episodes: int = 0
+    """Episodes per evaluation (from config.json; 0 when unknown)."""
 
     @property
     def final(self) -> dict:
@@ -118,6 +123,7 @@ def read_run(run_dir: pathlib.Path) -> Run:
         agent = str(doc["agent"])
         run_cfg = doc.get("run", {})
         seed = int(run_cfg.get("seed", 0))
+        episodes = int(run_cfg.get("eval_episodes") or 0)
         task = run_cfg.get("task")
         if not task:
             source = run_cfg.get("dataset_path") or (doc.get("dataset") or {}).get("source") or "dataset"
@@ -156,7 +162,7 @@ def read_run(run_dir: pathlib.Path) -> Run:
                 }
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise RQLError(f"{path}: unreadable metrics.csv ({e})") from None
-    return Run(run_dir, agent, task, seed, [evals[s] for s in sorted(evals)])
+    return Run(run_dir, agent, task, seed, [evals[s] for s in sorted(evals)], episodes)
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -179,6 +185,16 @@ def summarise(task: str, agent: str, runs: list[Run]) -> Group:
     if len(runs) >= 2:
         mean, lo, hi = t_interval(finals)
         interval = "t"
+        if all(r.episodes > 0 for r in runs):
+            # Seeds that happen to agree do not make the estimate exact: never report less
+            # uncertainty than the Wilson interval of all their evaluation episodes pooled.
+            from rql.evaluation import wilson_interval
+
+            n = sum(r.episodes for r in runs)
+            k = round(sum(r.final["success"] * r.episodes for r in runs))
+            w_lo, w_hi = wilson_interval(k, n)
+            if w_lo < lo or w_hi > hi:
+                lo, hi, interval = min(lo, w_lo), max(hi, w_hi), "t+pooled"
     else:
         f = runs[0].final
         mean, lo, hi, interval = f["success"], f["success_ci_low"], f["success_ci_high"], "wilson"
@@ -231,7 +247,8 @@ def markdown(groups: list[Group]) -> str:
         "|---|---|---|---|---|---|",
     ]
     for g in groups:
-        kind = "t over seeds" if g.interval == "t" else "Wilson, 1 run"
+        kind = {"t": "t over seeds", "t+pooled": "t over seeds, widened to pooled Wilson"}.get(
+            g.interval, "Wilson, 1 run")
         lines.append(
             f"| {g.task} | {g.agent} | {_pct(g.success_mean)} | [{_pct(g.ci_low)}, {_pct(g.ci_high)}] ({kind}) "
             f"| {len(g.runs)} | {_steps_text(g)} |"
@@ -322,7 +339,8 @@ def compare(paths: list[str], out_dir: str | pathlib.Path = "comparison", warn=N
         plot_task(plots[task], task, [g for g in groups if g.task == task])
     table = markdown(groups)
     doc = ["# Comparison", "", table, "Success is each run's last evaluation; the interval is a 95% t-interval over "
-           "seeds when there are two or more, else the single run's 95% Wilson interval over its episodes.", ""]
+           "seeds when there are two or more (widened to at least the Wilson interval of all their episodes "
+           "pooled), else the single run's 95% Wilson interval over its episodes.", ""]
     doc += ["## Learning curves", ""] + [f"![{t}]({plots[t].name})" for t in tasks] + [""]
     (out / "comparison.md").write_text("\n".join(doc))
     write_csv(out / "comparison.csv", groups)
