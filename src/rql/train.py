@@ -20,7 +20,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from rql import __version__
 from rql.agents import build_config, get_spec, make_agent

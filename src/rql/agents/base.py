@@ -43,6 +43,22 @@ class AgentConfig:
     """Make rewards sparse: -1 wherever the dataset reward is non-zero, 0 elsewhere."""
 
 
+@dataclasses.dataclass
+class ActorCriticConfig(AgentConfig):
+    """Network fields shared by the methods with an actor and value networks."""
+
+    actor_hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
+    """Hidden layer sizes of the actor (velocity field or policy)."""
+    actor_layer_norm: bool = False
+    """LayerNorm after each hidden activation of the actor."""
+    value_hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
+    """Hidden layer sizes of each value/critic network."""
+    layer_norm: bool = True
+    """LayerNorm after each hidden activation of the value/critic networks."""
+    tau: float = 0.005
+    """Polyak rate of the target value/critic networks."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Agent:
     name: str

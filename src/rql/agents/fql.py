@@ -30,8 +30,8 @@ import optax
 
 from rql import flow
 from rql.agents.base import (
+    ActorCriticConfig,
     Agent,
-    AgentConfig,
     Batch,
     chunk_action_mask,
     flat_chunk,
@@ -42,7 +42,7 @@ from rql.nets import MLP, Ensemble, VelocityField
 
 
 @dataclasses.dataclass
-class FQLConfig(AgentConfig):
+class FQLConfig(ActorCriticConfig):
     """Flow Q-Learning. Defaults are the FQL reference implementation's."""
 
     alpha: float = 10.0
@@ -55,16 +55,6 @@ class FQLConfig(AgentConfig):
     """Divide the actor's Q term by the batch's mean |Q| (makes alpha invariant to the reward scale)."""
     ensemble: int = 2
     """Number of critics."""
-    actor_hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
-    """Hidden layer sizes of the velocity field and of the one-step policy."""
-    value_hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
-    """Hidden layer sizes of each critic."""
-    layer_norm: bool = True
-    """LayerNorm after each hidden activation of the critics."""
-    actor_layer_norm: bool = False
-    """LayerNorm after each hidden activation of the velocity field and one-step policy."""
-    tau: float = 0.005
-    """Polyak rate of the target critics."""
 
 
 def make(config: FQLConfig, obs_dim: int, action_dim: int) -> Agent:

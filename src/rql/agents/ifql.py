@@ -23,8 +23,8 @@ import optax
 
 from rql import flow
 from rql.agents.base import (
+    ActorCriticConfig,
     Agent,
-    AgentConfig,
     Batch,
     chunk_action_mask,
     expectile_loss,
@@ -36,7 +36,7 @@ from rql.nets import MLP, Ensemble, VelocityField
 
 
 @dataclasses.dataclass
-class IFQLConfig(AgentConfig):
+class IFQLConfig(ActorCriticConfig):
     """Implicit Flow Q-Learning. Defaults are the FQL codebase's IFQL."""
 
     expectile: float = 0.9
@@ -47,16 +47,6 @@ class IFQLConfig(AgentConfig):
     """Euler steps F of the flow."""
     ensemble: int = 2
     """Number of critics (the value target and action selection use their minimum)."""
-    actor_hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
-    """Hidden layer sizes of the velocity field."""
-    value_hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
-    """Hidden layer sizes of the value network and of each critic."""
-    layer_norm: bool = True
-    """LayerNorm after each hidden activation of the value and critics."""
-    actor_layer_norm: bool = False
-    """LayerNorm after each hidden activation of the velocity field."""
-    tau: float = 0.005
-    """Polyak rate of the target critics."""
 
 
 def make(config: IFQLConfig, obs_dim: int, action_dim: int) -> Agent:

@@ -27,8 +27,8 @@ import jax.numpy as jnp
 import optax
 
 from rql.agents.base import (
+    ActorCriticConfig,
     Agent,
-    AgentConfig,
     Batch,
     chunk_action_mask,
     flat_chunk,
@@ -39,7 +39,7 @@ from rql.nets import Ensemble, GaussianActor
 
 
 @dataclasses.dataclass
-class ReBRACConfig(AgentConfig):
+class ReBRACConfig(ActorCriticConfig):
     """ReBRAC. Defaults are the FQL codebase's ReBRAC."""
 
     alpha_actor: float = 0.0
@@ -54,18 +54,8 @@ class ReBRACConfig(AgentConfig):
     """Clip of the target policy smoothing noise."""
     ensemble: int = 2
     """Number of critics (targets and the actor use their minimum)."""
-    actor_hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
-    """Hidden layer sizes of the actor."""
-    value_hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
-    """Hidden layer sizes of each critic."""
-    layer_norm: bool = True
-    """LayerNorm after each hidden activation of the critics."""
-    actor_layer_norm: bool = False
-    """LayerNorm after each hidden activation of the actor."""
     actor_fc_scale: float = 0.01
     """Variance-scaling factor of the actor's output layer."""
-    tau: float = 0.005
-    """Polyak rate of the target actor and critics."""
 
 
 def make(config: ReBRACConfig, obs_dim: int, action_dim: int) -> Agent:

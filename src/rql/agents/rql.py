@@ -32,8 +32,8 @@ import optax
 
 from rql import flow
 from rql.agents.base import (
+    ActorCriticConfig,
     Agent,
-    AgentConfig,
     Batch,
     chunk_action_mask,
     expectile_loss,
@@ -45,7 +45,7 @@ from rql.nets import Ensemble, VelocityField
 
 
 @dataclasses.dataclass
-class RQLConfig(AgentConfig):
+class RQLConfig(ActorCriticConfig):
     """Reversal Q-Learning. Defaults are the reference implementation's."""
 
     horizon: int = 3
@@ -60,18 +60,8 @@ class RQLConfig(AgentConfig):
     """Number of value networks E."""
     flow_steps: int = 10
     """Euler steps F of the flow, for sampling and for the reversal."""
-    actor_hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
-    """Hidden layer sizes of the velocity field."""
-    value_hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
-    """Hidden layer sizes of each value network."""
-    layer_norm: bool = True
-    """LayerNorm after each hidden activation of the value networks."""
-    actor_layer_norm: bool = False
-    """LayerNorm after each hidden activation of the velocity field."""
     actor_out_init_scale: float = 1.0
     """Variance-scaling factor of the velocity field's output layer."""
-    tau: float = 0.005
-    """Polyak rate of the target value networks."""
     ema: float = 0.999
     """EMA decay of the actor copy used for evaluation."""
     value_target: Literal["reversal", "bootstrap"] = "reversal"
