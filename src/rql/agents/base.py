@@ -73,6 +73,16 @@ class Agent:
     """Named pure functions for inspection and tests (e.g. ``loss_terms``), never used by the runner."""
 
 
+def optimizer_step(tx, loss_fn, state) -> tuple[Any, Any, dict]:
+    """One step of ``tx`` on ``loss_fn(params) -> (loss, metrics)`` from ``state["params"]`` and
+    ``state["opt_state"]``; returns ``(params, opt_state, metrics)``."""
+    import optax
+
+    grads, metrics = jax.grad(loss_fn, has_aux=True)(state["params"])
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    return optax.apply_updates(state["params"], updates), opt_state, metrics
+
+
 def polyak(new, old, rate: float):
     """``rate * new + (1 - rate) * old``, leaf by leaf."""
     return jax.tree_util.tree_map(lambda n, o: rate * n + (1.0 - rate) * o, new, old)

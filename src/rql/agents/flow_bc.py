@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import optax
 
 from rql import flow
-from rql.agents.base import Agent, AgentConfig, Batch, chunk_action_mask, flat_chunk, polyak
+from rql.agents.base import Agent, AgentConfig, Batch, chunk_action_mask, flat_chunk, optimizer_step, polyak
 from rql.nets import VelocityField
 
 
@@ -54,17 +54,15 @@ def make(config: FlowBCConfig, obs_dim: int, action_dim: int) -> Agent:
 
     def update(state, batch: Batch, key):
         def loss(params):
-            terms, _ = loss_terms(params, state, batch, key)
-            return terms["bc"]
+            bc = loss_terms(params, state, batch, key)[0]["bc"]
+            return bc, {"loss/total": bc, "loss/bc": bc}
 
-        bc, grads = jax.value_and_grad(loss)(state["params"])
-        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-        params = optax.apply_updates(state["params"], updates)
+        params, opt_state, metrics = optimizer_step(tx, loss, state)
         return {
             "params": params,
             "target_actor": polyak(state["params"]["actor"], state["target_actor"], 1.0 - c.ema),
             "opt_state": opt_state,
-        }, {"loss/total": bc, "loss/bc": bc}
+        }, metrics
 
     def act(state, obs, key):
         noise = jax.random.normal(key, (obs.shape[0], chunk_dim))

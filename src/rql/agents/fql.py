@@ -36,6 +36,7 @@ from rql.agents.base import (
     chunk_action_mask,
     flat_chunk,
     n_step_return,
+    optimizer_step,
     polyak,
 )
 from rql.nets import MLP, Ensemble, VelocityField
@@ -141,9 +142,7 @@ def make(config: FQLConfig, obs_dim: int, action_dim: int) -> Agent:
         return total, {"loss/total": total, **{f"loss/{k}": v for k, v in terms.items()}, **stats}
 
     def update(state, batch: Batch, key):
-        grads, metrics = jax.grad(losses, has_aux=True)(state["params"], state, batch, key)
-        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-        params = optax.apply_updates(state["params"], updates)
+        params, opt_state, metrics = optimizer_step(tx, lambda p: losses(p, state, batch, key), state)
         # The target moves towards the parameters the step started from, as the reference does.
         new_state = {
             "params": params,

@@ -30,6 +30,7 @@ from rql.agents.base import (
     expectile_loss,
     flat_chunk,
     n_step_return,
+    optimizer_step,
     polyak,
 )
 from rql.nets import MLP, Ensemble, VelocityField
@@ -117,9 +118,7 @@ def make(config: IFQLConfig, obs_dim: int, action_dim: int) -> Agent:
         return total, {"loss/total": total, **{f"loss/{k}": v for k, v in terms.items()}, **stats}
 
     def update(state, batch: Batch, key):
-        grads, metrics = jax.grad(losses, has_aux=True)(state["params"], state, batch, key)
-        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-        params = optax.apply_updates(state["params"], updates)
+        params, opt_state, metrics = optimizer_step(tx, lambda p: losses(p, state, batch, key), state)
         new_state = {
             "params": params,
             "target_critic": polyak(state["params"]["critic"], state["target_critic"], c.tau),

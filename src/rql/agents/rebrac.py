@@ -33,6 +33,7 @@ from rql.agents.base import (
     chunk_action_mask,
     flat_chunk,
     n_step_return,
+    optimizer_step,
     polyak,
 )
 from rql.nets import Ensemble, GaussianActor
@@ -135,9 +136,7 @@ def make(config: ReBRACConfig, obs_dim: int, action_dim: int) -> Agent:
             metrics = {"loss/total": total, "loss/actor": actor_loss, **{f"loss/{k}": v for k, v in terms.items()}}
             return total, {**metrics, **stats, "actor/full_update": w}
 
-        grads, metrics = jax.grad(losses, has_aux=True)(state["params"])
-        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-        params = optax.apply_updates(state["params"], updates)
+        params, opt_state, metrics = optimizer_step(tx, losses, state)
         old = state["params"]
 
         def on_full(new, kept):

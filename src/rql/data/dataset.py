@@ -51,9 +51,7 @@ class Dataset:
 
     def episode_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """First and last (inclusive) index of every episode."""
-        ends = np.flatnonzero(self.terminals > 0)
-        starts = np.concatenate([[0], ends[:-1] + 1])
-        return starts.astype(np.int64), ends.astype(np.int64)
+        return episode_bounds(self.terminals)
 
     @property
     def num_episodes(self) -> int:
@@ -61,6 +59,23 @@ class Dataset:
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {k: getattr(self, k) for k in ("observations", "actions", "rewards", "terminals", "masks")}
+
+
+def episode_bounds(terminals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First and last (inclusive) index of every episode; steps after the last terminal form one more."""
+    ends = np.flatnonzero(np.asarray(terminals) > 0)
+    if ends.size == 0 or ends[-1] != len(terminals) - 1:
+        ends = np.append(ends, len(terminals) - 1)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    return starts.astype(np.int64), ends.astype(np.int64)
+
+
+def check_finite(arrays: dict, source: str) -> None:
+    """One clear error for the first floating array holding NaN or infinite values."""
+    for k, a in arrays.items():
+        if np.issubdtype(a.dtype, np.floating) and not np.all(np.isfinite(a)):
+            bad = int(np.count_nonzero(~np.isfinite(a)))
+            raise RQLError(f"{source}: '{k}' contains {bad} NaN or infinite value(s); clean the data first")
 
 
 def make_sparse(rewards: np.ndarray) -> np.ndarray:
@@ -109,10 +124,7 @@ def validate(arrays: dict, source: str, horizon: int = 1, sparse: bool = False) 
             raise RQLError(
                 f"{source}: '{k}' has {a.shape[0]} rows but 'observations' has {n}; all arrays must match"
             )
-    for k, a in out.items():
-        if np.issubdtype(a.dtype, np.floating) and not np.all(np.isfinite(a)):
-            bad = int(np.count_nonzero(~np.isfinite(a)))
-            raise RQLError(f"{source}: '{k}' contains {bad} NaN or infinite value(s); clean the data first")
+    check_finite(out, source)
     lo, hi = float(act.min()), float(act.max())
     if lo < -1 - ACTION_RANGE_TOLERANCE or hi > 1 + ACTION_RANGE_TOLERANCE:
         raise RQLError(

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from rql.data.dataset import check_finite, episode_bounds
 from rql.errors import RQLError
 
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -89,19 +90,8 @@ def _check(arrays: dict[str, np.ndarray], source: str) -> tuple[np.ndarray, np.n
             raise RQLError(
                 f"{source}: array '{k}' has shape {a.shape} but 'observations' has {n} rows; all arrays must match"
             )
-    for k, a in arrays.items():
-        if np.issubdtype(a.dtype, np.floating) and not np.all(np.isfinite(a)):
-            bad = int(np.count_nonzero(~np.isfinite(a)))
-            raise RQLError(f"{source}: '{k}' contains {bad} NaN or infinite value(s); clean the data first")
+    check_finite(arrays, source)
     return obs, act, term
-
-
-def _episode_bounds(term: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    ends = np.flatnonzero(term > 0)
-    if ends.size == 0 or ends[-1] != term.shape[0] - 1:
-        ends = np.append(ends, term.shape[0] - 1)  # a trailing unterminated episode still counts
-    starts = np.concatenate([[0], ends[:-1] + 1])
-    return starts, ends
 
 
 def _stats(x: np.ndarray) -> dict[str, float]:
@@ -171,7 +161,7 @@ def dataset_info(path: str, task: str | None = None) -> dict[str, Any]:
     arrays = read_npz(source)
     obs, act, term = _check(arrays, source)
     n = int(obs.shape[0])
-    starts, ends = _episode_bounds(term)
+    starts, ends = episode_bounds(term)
     lengths = ends - starts + 1
     has_next = "next_observations" in arrays
     # Transitions as OGBench's loader forms them: without next_observations the last step of
