@@ -21,6 +21,8 @@ commands:
   demo       generate a small dataset, train RQL and a BC baseline, plot and report (offline, CPU)
   data       generate OGBench datasets offline, or describe a dataset (rql data generate|info --help)
   compare    tabulate and plot runs by agent and task (rql compare RUN_DIR...)
+  sweep      run a grid of tasks x agents x seeds x settings on Ray (rql sweep --help)
+  lab        the ideas of RQL drawn from trained networks, as one HTML page (rql lab --help)
   bench      measure update throughput (rql bench throughput --help)
 
 Each command explains every option with --help.
@@ -379,21 +381,21 @@ def cmd_data(argv: list[str]) -> int:
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "bench": cmd_bench, "data": cmd_data}
 
 
-def _lazy(name: str):
+def _lazy(module: str, func: str):
+    """A command whose module is imported only when it runs (keeps 'rql --help' fast)."""
+
     def run(argv):
-        if name == "demo":
-            from rql.demo import cmd_demo
+        import importlib
 
-            return cmd_demo(argv, _tyro_parse)
-        from rql.compare import cmd_compare
-
-        return cmd_compare(argv, _tyro_parse)
+        return getattr(importlib.import_module(module), func)(argv, _tyro_parse)
 
     return run
 
 
-COMMANDS["demo"] = _lazy("demo")
-COMMANDS["compare"] = _lazy("compare")
+COMMANDS["demo"] = _lazy("rql.demo", "cmd_demo")
+COMMANDS["compare"] = _lazy("rql.compare", "cmd_compare")
+COMMANDS["sweep"] = _lazy("rql.sweep", "cmd_sweep")
+COMMANDS["lab"] = _lazy("rql.lab", "cmd_lab")
 
 
 def main(argv: list[str] | None = None) -> int:

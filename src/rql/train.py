@@ -401,3 +401,19 @@ def restore_agent(run_dir: str | pathlib.Path, checkpoint: int | None = None):
 
 def build_agent_config(agent: str, task: str | None, preset: str | None, overrides: dict | None = None):
     return build_config(agent, task, preset, overrides)
+
+
+def train_group(run: RunConfig, agent_name: str, agent_cfg, seeds, run_dirs=None, resume: bool = False,
+                log=print) -> list[dict]:
+    """Train several seeds of one configuration; seed ``seeds[i]`` is written to ``run_dirs[i]``.
+
+    With ``resume`` the runs in ``run_dirs`` continue from their checkpoints. Returns one summary per seed.
+    """
+    seeds = [int(s) for s in seeds]
+    if run_dirs is None:
+        run_dirs = [None] * len(seeds)
+    out = []
+    for seed, d in zip(seeds, run_dirs):
+        r = dataclasses.replace(run, seed=seed, run_dir=str(d) if d is not None else None)
+        out.append(train(r, agent_name, agent_cfg, resume_dir=str(d) if resume else None, log=log))
+    return out
