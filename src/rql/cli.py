@@ -158,8 +158,13 @@ def _train_cls(agent_name: str):
             ("agent", Annotated[cfg_cls, tyro.conf.arg(help="The agent's fields (select the agent with --agent NAME).")],
              dataclasses.field(default_factory=cfg_cls)),
             ("resume", Annotated[str | None, tyro.conf.arg(
-                help="Continue the run in this directory from its last checkpoint (its options are read from "
-                     "config.json; only --steps may be given to extend it).")], None),
+                help="Continue the run (or the group of seeds made by --seeds) in this directory from its last "
+                     "readable checkpoint (options are read from config.json; only --steps may be given to "
+                     "extend it).")], None),
+            ("seeds", Annotated[str | None, tyro.conf.arg(
+                help="Train several seeds as one compiled function in this process: '0,1,2,3' lists them, '4' "
+                     "means 0,1,2,3. Each seed writes its own run directory, --run-dir D/s<seed> (D: --run-dir or "
+                     "runs/<task>/<agent>-seeds...-<time>), and equals a run with --seed alone.")], None),
         ],
         bases=(RunConfig,),
     )
@@ -171,20 +176,21 @@ def cmd_train(argv: list[str]) -> int:
     agent_name, argv = _pop_option(argv, "--agent")
     resume = _peek_option(argv, "--resume")
     if resume is not None:
-        from rql.train import load_run_config, train
+        from rql.train import resume_group
 
         steps = _peek_option(argv, "--steps")
         rest = [a for a in argv if not a.startswith(("--resume", "--steps"))]
         rest = [a for a in rest if a not in (resume, steps)]
         if rest:
             raise UsageError(f"--resume takes only --steps besides the run directory; got {' '.join(rest)}")
-        run, name, cfg, _ = load_run_config(resume)
+        n_steps = None
         if steps is not None:
             try:
-                run = dataclasses.replace(run, steps=int(steps))
+                n_steps = int(steps)
             except ValueError:
                 raise UsageError(f"--steps expects an integer, got '{steps}'") from None
-        _report(train(run, name, cfg, resume_dir=resume))
+        for summary in resume_group(resume, n_steps):
+            _report(summary)
         return 0
     agent_name = agent_name or "rql"
     spec = get_spec(agent_name)
@@ -200,24 +206,29 @@ def cmd_train(argv: list[str]) -> int:
         "Override any agent field with --agent.FIELD VALUE."
     )
     args = _tyro_parse(cls, argv, "rql train", description, default=cls(agent=default_cfg))
-    from rql.train import RunConfig, train
+    from rql.train import RunConfig, parse_seeds, train, train_group
 
     run = RunConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig)})
     if run.task is None and run.dataset_path is None:
         raise UsageError("give --task (an OGBench single-task name) and/or --dataset-path FILE")
-    _report(train(run, agent_name, args.agent))
+    if args.seeds is None:
+        _report(train(run, agent_name, args.agent))
+        return 0
+    for summary in train_group(run, agent_name, args.agent, parse_seeds(args.seeds)):
+        _report(summary)
     return 0
 
 
 def _report(summary: dict) -> None:
     fe = summary.get("final_eval")
+    who = f"seed {summary['seed']}: " if summary.get("group") else ""
     if fe:
         print(
-            f"done: {summary['steps']} updates; success {fe['success']:.3f} "
+            f"{who}done: {summary['steps']} updates; success {fe['success']:.3f} "
             f"(95% CI {fe['success_ci_low']:.3f}-{fe['success_ci_high']:.3f}, {fe['episodes']} episodes)"
         )
     else:
-        print(f"done: {summary['steps']} updates (no evaluation)")
+        print(f"{who}done: {summary['steps']} updates (no evaluation)")
 
 
 # ----------------------------------------------------------------------------- eval
@@ -237,6 +248,12 @@ class EvalArgs:
     """Seed of the evaluation episodes and policy noise."""
     json: bool = False
     """Print the result as one JSON line."""
+    video: int = 0
+    """Also render N episodes to RUN_DIR/videos/eval_step_<S>.mp4 (side by side in one grid, each marked
+    success or fail; episode i starts like evaluation episode i). Renders offscreen with EGL, or OSMesa
+    when EGL does not work."""
+    video_size: int = 200
+    """Side of each episode's square in the video, in pixels."""
 
 
 def cmd_eval(argv: list[str]) -> int:
@@ -245,12 +262,18 @@ def cmd_eval(argv: list[str]) -> int:
     args = _tyro_parse(EvalArgs, argv, "rql eval", "Evaluate the EMA policy of a saved run.")
     if args.episodes <= 0:
         raise UsageError("--episodes must be positive")
+    if args.video < 0:
+        raise UsageError("--video must not be negative")
     from rql.evaluation import evaluate, make_policy
     from rql.train import make_eval_envs, restore_agent
 
     run, agent, ts, step = restore_agent(args.run_dir, args.checkpoint)
     if not run.task:
         raise UsageError(f"{args.run_dir}: the run has no --task, so there is no environment to evaluate in")
+    if args.video:
+        from rql.video import select_gl_backend
+
+        select_gl_backend()  # before the environments import mujoco: EGL, else OSMesa
     envs = make_eval_envs(run.task, max(1, min(args.envs, args.episodes)))
     from tqdm.auto import tqdm
 
@@ -258,6 +281,12 @@ def cmd_eval(argv: list[str]) -> int:
         res = evaluate(make_policy(agent, len(envs)), ts["agent"], envs, args.episodes,
                        jax.random.PRNGKey(args.seed), seed=10_000 + args.seed, progress=bar.update)
     res = {"run_dir": args.run_dir, "checkpoint": step, "task": run.task, **res}
+    if args.video:
+        from rql.video import record_eval_video
+
+        res["video"] = str(record_eval_video(args.run_dir, step, agent, ts["agent"], run.task, args.video,
+                                             10_000 + args.seed, key=jax.random.PRNGKey(args.seed),
+                                             size=args.video_size, prefix="eval_step_"))
     if args.json:
         print(json.dumps(res))
     else:
@@ -266,6 +295,8 @@ def cmd_eval(argv: list[str]) -> int:
             f"(95% CI {res['success_ci_low']:.3f}-{res['success_ci_high']:.3f}), return {res['return']:.1f}, "
             f"length {res['length']:.1f}, {res['episodes']} episodes"
         )
+        if args.video:
+            print(f"video: {res['video']}")
     return 0
 
 
@@ -417,7 +448,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return cmd(argv[1:]) or 0
     except (UsageError, RQLError) as e:
-        return _fail(str(e))
+        _fail(str(e))
+        return getattr(e, "exit_code", 2)
     except KeyboardInterrupt:
         return _fail("interrupted")
     except ModuleNotFoundError as e:

@@ -26,6 +26,12 @@ def make_policy(agent, num_envs: int) -> Callable:
     return jax.jit(agent.act)
 
 
+def make_group_policy(agent) -> Callable:
+    """A compiled ``(states (N, ...), obs (N, E, obs_dim), keys (N,)) -> (N, E, h, action_dim)``:
+    one policy call for the environments of every seed of a group."""
+    return jax.jit(jax.vmap(agent.act))
+
+
 def evaluate(
     policy: Callable,
     state,
@@ -40,50 +46,88 @@ def evaluate(
     Every environment that needs a new chunk gets it from one batched policy call; a chunk's
     ``h`` actions are executed open loop, then the policy re-plans.
     """
-    n = len(envs)
-    obs_dim = envs[0].observation_space.shape[0]
-    obs = np.zeros((n, obs_dim), np.float32)
-    queue: list[list[np.ndarray]] = [[] for _ in range(n)]
-    ep_index = [-1] * n
-    ep_return = np.zeros(n)
-    ep_len = np.zeros(n, dtype=np.int64)
-    results: list[tuple[float, float, int]] = []
-    started = 0
 
-    def start(i):
-        nonlocal started
-        if started >= episodes:
-            ep_index[i] = -1
+    def group_policy(states, obs, keys):
+        return np.asarray(policy(states, obs[0], keys[0]))[None]
+
+    return evaluate_group(group_policy, state, [envs], episodes, [key], [seed], progress)[0]
+
+
+def evaluate_group(
+    policy: Callable,
+    states,
+    env_groups: list[list],
+    episodes: int,
+    keys: list,
+    seeds: list[int],
+    progress: Callable[[int], None] | None = None,
+) -> list[dict]:
+    """Evaluate ``N`` policies at once: policy ``g`` runs ``episodes`` episodes on its own
+    environments ``env_groups[g]`` (reset with seeds ``seeds[g] + episode index``).
+
+    Each step, every environment of every policy that needs a new chunk gets it from one call
+    ``policy(states, obs (N, E, obs_dim), keys (N,))``. Policy ``g``'s key is split only when one
+    of its own environments needs a chunk, so each policy sees exactly the noise it would see
+    evaluated alone.
+    """
+    G, n = len(env_groups), len(env_groups[0])
+    obs_dim = env_groups[0][0].observation_space.shape[0]
+    obs = np.zeros((G, n, obs_dim), np.float32)
+    queue: list[list[list[np.ndarray]]] = [[[] for _ in range(n)] for _ in range(G)]
+    ep_index = np.full((G, n), -1)
+    ep_return = np.zeros((G, n))
+    ep_len = np.zeros((G, n), dtype=np.int64)
+    results: list[list[tuple[float, float, int]]] = [[] for _ in range(G)]
+    started = [0] * G
+    keys = list(keys)
+
+    def start(g, i):
+        if started[g] >= episodes:
+            ep_index[g, i] = -1
             return
-        ep_index[i] = started
-        o, _ = envs[i].reset(seed=seed + started)
-        obs[i] = o
-        queue[i] = []
-        ep_return[i] = 0.0
-        ep_len[i] = 0
-        started += 1
+        ep_index[g, i] = started[g]
+        o, _ = env_groups[g][i].reset(seed=seeds[g] + started[g])
+        obs[g, i] = o
+        queue[g][i] = []
+        ep_return[g, i] = 0.0
+        ep_len[g, i] = 0
+        started[g] += 1
 
-    for i in range(n):
-        start(i)
-    while any(e >= 0 for e in ep_index):
-        if any(ep_index[i] >= 0 and not queue[i] for i in range(n)):
-            key, sub = jax.random.split(key)
-            chunks = np.asarray(policy(state, obs, sub))
-            for i in range(n):
-                if ep_index[i] >= 0 and not queue[i]:
-                    queue[i] = list(np.clip(chunks[i], -1.0, 1.0))
+    for g in range(G):
         for i in range(n):
-            if ep_index[i] < 0:
-                continue
-            o, r, terminated, truncated, info = envs[i].step(queue[i].pop(0))
-            obs[i] = o
-            ep_return[i] += float(r)
-            ep_len[i] += 1
-            if terminated or truncated:
-                results.append((float(info.get("success", 0.0)), float(ep_return[i]), int(ep_len[i])))
-                if progress is not None:
-                    progress(1)
-                start(i)
+            start(g, i)
+    while (ep_index >= 0).any():
+        need = [[ep_index[g, i] >= 0 and not queue[g][i] for i in range(n)] for g in range(G)]
+        if any(any(r) for r in need):
+            subs = []
+            for g in range(G):
+                if any(need[g]):
+                    keys[g], sub = jax.random.split(keys[g])
+                else:
+                    sub = keys[g]  # its chunks are not used
+                subs.append(sub)
+            chunks = np.asarray(policy(states, obs, jax.numpy.stack(subs)))
+            for g in range(G):
+                for i in range(n):
+                    if need[g][i]:
+                        queue[g][i] = list(np.clip(chunks[g, i], -1.0, 1.0))
+        for g in range(G):
+            for i in range(n):
+                if ep_index[g, i] < 0:
+                    continue
+                o, r, terminated, truncated, info = env_groups[g][i].step(queue[g][i].pop(0))
+                obs[g, i] = o
+                ep_return[g, i] += float(r)
+                ep_len[g, i] += 1
+                if terminated or truncated:
+                    results[g].append((float(info.get("success", 0.0)), float(ep_return[g, i]), int(ep_len[g, i])))
+                    if progress is not None:
+                        progress(1)
+                    start(g, i)
+    return [_summarise(r) for r in results]
+
+
+def _summarise(results: list[tuple[float, float, int]]) -> dict:
     succ = np.array([r[0] for r in results])
     k = int(np.sum(succ > 0.5))
     lo, hi = wilson_interval(k, len(results))

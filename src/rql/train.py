@@ -1,5 +1,9 @@
-"""The run loop: data on the device, ``lax.scan`` blocks of compiled updates, evaluation,
-logging, atomic checkpoints and resume.
+"""The runner: the host loop around the compiled learner (:mod:`rql.learner`).
+
+It only schedules compiled blocks of updates for every seed of a group at once, and logs,
+evaluates and checkpoints around them. A single-seed run is a group of one. Each seed of a group
+writes its own ordinary run directory, so ``rql eval``, ``rql compare`` and resume treat the seeds
+as separate runs.
 
 A run directory holds ``config.json`` (everything needed to rebuild the run), ``metrics.csv``
 (one row per logged step, evaluation columns filled at evaluation steps), ``tb/`` (TensorBoard
@@ -25,9 +29,13 @@ from rql import __version__
 from rql.agents import build_config, get_spec, make_agent
 from rql.checkpoint import Checkpoints
 from rql.data.dataset import Dataset
-from rql.data.device import DeviceDataset, sample_windows, to_device
+from rql.data.device import to_device
 from rql.errors import RQLError
-from rql.evaluation import evaluate, make_policy
+from rql.evaluation import evaluate_group, make_group_policy
+from rql.faults import RunLock, StopSignals, Stopped, check_writable, is_no_space
+from rql.learner import (  # noqa: F401  (make_block/init_train_state are part of this module's API)
+    init_group_state, init_train_state, make_block, make_group_block, member_state, stack_states,
+)
 
 EVAL_KEYS = ("success", "success_ci_low", "success_ci_high", "return", "length")
 
@@ -67,6 +75,9 @@ class RunConfig:
     """With a folder of .npz shards as --dataset-path: updates on one shard before moving to the next."""
     seed: int = 0
     """Seed of initialisation, sampling and evaluation; same seed, same machine -> same run."""
+    shard_seed: int | None = None
+    """Seed of the order of shards of a sharded dataset (default: --seed; the seeds of one group share
+    the first seed's order, since they share the data on the device)."""
     tensorboard: bool = True
     """Write TensorBoard events under <run_dir>/tb."""
     wandb: bool = False
@@ -84,31 +95,6 @@ def _block_size(run: RunConfig, sharded: bool = False) -> int:
             g = math.gcd(g, int(n))
     cap = max(1, run.updates_per_dispatch)
     return max(d for d in range(1, min(g, cap) + 1) if g % d == 0)
-
-
-def make_block(agent, horizon: int, batch_size: int, block: int):
-    """A compiled ``(train_state, data) -> (train_state, mean metrics)`` running ``block`` updates."""
-
-    def run_block(ts, data: DeviceDataset):
-        def one(carry, _):
-            agent_state, key = carry
-            key, k_sample, k_update = jax.random.split(key, 3)
-            batch = sample_windows(data, k_sample, batch_size, horizon)
-            agent_state, metrics = agent.update(agent_state, batch, k_update)
-            return (agent_state, key), metrics
-
-        (agent_state, key), metrics = jax.lax.scan(one, (ts["agent"], ts["key"]), None, length=block)
-        out = {"agent": agent_state, "key": key, "step": ts["step"] + block}
-        return out, jax.tree_util.tree_map(jnp.mean, metrics)
-
-    return jax.jit(run_block, donate_argnums=(0,))
-
-
-def init_train_state(agent, seed: int):
-    k_init, k_train = jax.random.split(jax.random.PRNGKey(seed))
-    ts = {"agent": agent.init(k_init), "key": k_train, "step": jnp.asarray(0, jnp.int32)}
-    # Every leaf its own buffer (targets start as copies), so the state can be donated.
-    return jax.tree_util.tree_map(lambda x: jnp.array(x, copy=True), ts)
 
 
 class MetricsCSV:
@@ -182,17 +168,12 @@ def make_eval_envs(task: str, n: int) -> list:
     return [make_env(task) for _ in range(n)]
 
 
-def train(
-    run: RunConfig,
-    agent_name: str,
-    agent_cfg,
-    dataset: Dataset | None = None,
-    resume_dir: str | None = None,
-    log=print,
-) -> dict:
-    """Train (or resume) a run; returns the summary written to ``summary.json``."""
-    from rql.data.loading import load_dataset
 
+
+# ----------------------------------------------------------------------------- host side
+
+
+def _validate(run: RunConfig) -> RunConfig:
     if run.steps <= 0:
         raise RQLError("--steps must be positive")
     for name in ("eval_every", "log_every", "eval_episodes", "eval_envs", "updates_per_dispatch"):
@@ -200,23 +181,63 @@ def train(
             raise RQLError(f"--{name.replace('_', '-')} must not be negative")
     if run.save_every is None:
         run = dataclasses.replace(run, save_every=run.eval_every or run.steps)
-    run_dir = pathlib.Path(resume_dir or run.run_dir or _default_run_dir(run, agent_name))
-    if resume_dir is None and (run_dir / "config.json").exists():
-        raise RQLError(f"{run_dir} already holds a run; continue it with 'rql train --resume {run_dir}' "
-                       "or choose another --run-dir")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if run.save_every <= 0:
+        raise RQLError("--save-every must be positive")
+    return run
 
-    eval_envs, task_env = [], None
-    if run.task:  # an unknown task fails here, before any data is read
-        n_envs = max(1, min(run.eval_envs, run.eval_episodes)) if run.eval_episodes > 0 else 1
-        envs = make_eval_envs(run.task, n_envs)
-        task_env = envs[0]
-        eval_envs = envs if run.eval_episodes > 0 else []
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0,1,2"`` -> [0, 1, 2]; a single number ``"4"`` -> [0, 1, 2, 3]."""
+    try:
+        parts = [int(x) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        raise RQLError(f"--seeds expects a count (4) or seeds separated by commas (0,1,2,3), got '{text}'") from None
+    if not parts:
+        raise RQLError("--seeds is empty")
+    if "," not in str(text):
+        if parts[0] <= 0:
+            raise RQLError("--seeds N needs N >= 1")
+        return list(range(parts[0]))
+    if len(set(parts)) != len(parts):
+        raise RQLError(f"--seeds lists a seed twice: {text}")
+    return parts
+
+
+def group_run_dirs(run: RunConfig, agent_name: str, seeds: list[int]) -> tuple[pathlib.Path | None, list[pathlib.Path]]:
+    """``(group folder or None, one run directory per seed)`` for a new run or group."""
+    if len(seeds) == 1 and run.run_dir:
+        return None, [pathlib.Path(run.run_dir)]
+    if len(seeds) == 1:
+        return None, [_default_run_dir(dataclasses.replace(run, seed=seeds[0]), agent_name)]
+    if run.run_dir:
+        base = pathlib.Path(run.run_dir)
+    else:
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        task = run.task or pathlib.Path(run.dataset_path or "data").stem
+        base = pathlib.Path("runs") / task / f"{agent_name}-seeds{'-'.join(map(str, seeds))}-{stamp}"
+    return base, [base / f"s{s}" for s in seeds]
+
+
+def load_group(path: str | pathlib.Path) -> tuple[list[int], list[pathlib.Path]] | None:
+    """The seeds and member run directories of a group folder written by ``rql train --seeds``."""
+    doc_path = pathlib.Path(path) / "group.json"
+    if not doc_path.exists():
+        return None
+    try:
+        doc = json.loads(doc_path.read_text())
+        return [int(s) for s in doc["seeds"]], [pathlib.Path(path) / d for d in doc["runs"]]
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise RQLError(f"{doc_path}: unreadable group file ({e})") from None
+
+
+def _load_data(run: RunConfig, agent_cfg, task_env, dataset: Dataset | None):
+    """``(dataset, sharded or None)``: the first shard of a folder of shards, else the whole dataset."""
+    from rql.data.loading import load_dataset, make_env
+
     sharded = None
     if dataset is None and run.dataset_path and pathlib.Path(run.dataset_path).expanduser().is_dir():
         if run.shard_every <= 0:
             raise RQLError("--shard-every must be positive")
-        from rql.data.loading import make_env
         from rql.data.shards import ShardedData
 
         loader_env = make_env(run.task) if run.task else None  # the prefetch thread's own
@@ -225,195 +246,344 @@ def train(
             return load_dataset(run.task, str(path), horizon=agent_cfg.horizon, sparse=agent_cfg.sparse,
                                 download=False, env=loader_env)
 
-        sharded = ShardedData(run.dataset_path, load_shard, run.seed, run.shard_every)
+        shard_seed = run.seed if run.shard_seed is None else run.shard_seed
+        sharded = ShardedData(run.dataset_path, load_shard, shard_seed, run.shard_every)
         dataset = sharded.first()
     if dataset is None:
-        dataset = load_dataset(
-            run.task, run.dataset_path, run.dataset_dir, horizon=agent_cfg.horizon,
-            sparse=agent_cfg.sparse, download=run.download, env=task_env,
-        )
+        dataset = load_dataset(run.task, run.dataset_path, run.dataset_dir, horizon=agent_cfg.horizon,
+                               sparse=agent_cfg.sparse, download=run.download, env=task_env)
     if task_env is not None:
-        env_obs = task_env.observation_space.shape[0]
-        env_act = task_env.action_space.shape[0]
+        env_obs, env_act = task_env.observation_space.shape[0], task_env.action_space.shape[0]
         if (env_obs, env_act) != (dataset.obs_dim, dataset.action_dim):
             raise RQLError(
                 f"{dataset.source}: observations/actions are {dataset.obs_dim}/{dataset.action_dim}-dimensional "
                 f"but task '{run.task}' has {env_obs}/{env_act}; is it the dataset of this task?"
             )
-    agent = make_agent(agent_name, agent_cfg, dataset.obs_dim, dataset.action_dim)
-    block = _block_size(run, sharded is not None)
-    run_block = make_block(agent, agent_cfg.horizon, agent_cfg.batch_size, block)
-    data = sharded.data(0) if sharded else to_device(dataset)
-    ckpts = Checkpoints(run_dir / "checkpoints", keep=run.keep_checkpoints)
+    return dataset, sharded
 
-    ts = init_train_state(agent, run.seed)
-    resume_step = None
-    if resume_dir is not None:
-        resume_step = ckpts.latest()
+
+class Member:
+    """One seed of a group and everything it writes: its run directory, lock, checkpoints,
+    metrics.csv, TensorBoard and W&B logs, and its evaluation history."""
+
+    def __init__(self, seed: int, run_dir: pathlib.Path, run: RunConfig, keep: int):
+        self.seed, self.dir, self.run = seed, run_dir, run
+        check_writable(run_dir)
+        self.lock = RunLock(run_dir)
+        self.ckpts = Checkpoints(run_dir / "checkpoints", keep=keep)
+        self.ckpts.remove_temporaries()  # an earlier save cut short (kill -9, full disk)
+        self.csv: MetricsCSV | None = None
+        self.tb = self.wb = None
+        self.evals: list[dict] = []
+        self.last_saved: int | None = None
+        self.row: dict[str, Any] = {}
+
+    def open_logs(self, columns: list[str], resume_step: int | None, start: int, agent_name: str) -> None:
+        self.csv = MetricsCSV(self.dir / "metrics.csv", columns, resume_step)
         if resume_step is not None:
-            ts = ckpts.restore(resume_step, ts)
-            log(f"resuming {run_dir} from step {resume_step}")
-        else:
-            log(f"{run_dir}: no checkpoint yet; starting from step 0")
-    else:
-        save_config(run_dir, run, agent_name, agent_cfg, {
-            "dataset": {"source": dataset.source, "size": dataset.size, "episodes": dataset.num_episodes,
-                        "shards": len(sharded.files) if sharded else None},
-            "obs_dim": dataset.obs_dim, "action_dim": dataset.action_dim,
-        })
-    start = int(ts["step"])
+            with (self.dir / "metrics.csv").open(newline="") as f:
+                for r in csv.DictReader(f):
+                    if r.get("eval/success"):
+                        self.evals.append({"step": int(float(r["step"])),
+                                           **{k: float(r[f"eval/{k}"]) for k in EVAL_KEYS}})
+        if self.run.tensorboard:
+            from tensorboardX import SummaryWriter
 
-    metric_keys = sorted(jax.eval_shape(run_block, ts, data)[1].keys())
-    columns = ["step", "time_s", "updates_per_s", *metric_keys, *[f"eval/{k}" for k in EVAL_KEYS]]
-    csv_log = MetricsCSV(run_dir / "metrics.csv", columns, resume_step if resume_dir else None)
-    tb = None
-    if run.tensorboard:
-        from tensorboardX import SummaryWriter
+            self.tb = SummaryWriter(str(self.dir / "tb"), purge_step=start if resume_step is not None else None)
+        if self.run.wandb:
+            try:
+                import wandb
+            except ImportError:
+                raise RQLError("--wandb needs the wandb package: pip install 'reversal-ql[wandb]'") from None
+            self.wb = wandb.init(project="rql", dir=str(self.dir), reinit=True, name=self.dir.name,
+                                 config={"agent": agent_name, **dataclasses.asdict(self.run)})
 
-        tb = SummaryWriter(str(run_dir / "tb"), purge_step=start if resume_dir else None)
-    wb = None
-    if run.wandb:
+    def write_row(self, row: dict, step: int) -> None:
+        self.row = row
+        self.csv.write(row)
+        for k, v in row.items():
+            if k != "step" and isinstance(v, float) and self.tb is not None:
+                self.tb.add_scalar(k if "/" in k else f"time/{k}", v, step)
+        if self.wb is not None:
+            self.wb.log({k: v for k, v in row.items() if k != "step"}, step=step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+            self.tb = None
         try:
-            import wandb
-        except ImportError:
-            raise RQLError("--wandb needs the wandb package: pip install 'reversal-ql[wandb]'") from None
-        wb = wandb.init(project="rql", dir=str(run_dir), config={"agent": agent_name, **dataclasses.asdict(run)})
-
-    policy = make_policy(agent, len(eval_envs)) if eval_envs else None
-    evals: list[dict] = []
-    if resume_dir and (run_dir / "metrics.csv").exists():
-        with (run_dir / "metrics.csv").open(newline="") as f:
-            for r in csv.DictReader(f):
-                if r.get("eval/success"):
-                    evals.append({"step": int(float(r["step"])), **{k: float(r[f"eval/{k}"]) for k in EVAL_KEYS}})
-
-    def do_eval(step: int) -> dict:
-        key = jax.random.fold_in(jax.random.PRNGKey(run.seed + 1), step)
-        res = evaluate(policy, ts["agent"], eval_envs, run.eval_episodes, key, seed=run.seed * 100_003)
-        res = {"step": step, **res}
-        evals.append(res)
-        return res
-
-    bar = None
-    if run.progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=run.steps, initial=start, desc="train", unit="upd", dynamic_ncols=True, smoothing=0.1)
-    t0 = time.time()
-    t_last, step_last = t0, start
-    last_saved = resume_step
-    step = start
-    row: dict[str, Any] = {}
-    try:
-        while step < run.steps:
-            if sharded is not None:
-                data = sharded.data(step)
-            ts, metrics = run_block(ts, data)
-            step += block
-            row = {}
-            if step % run.log_every == 0 or step >= run.steps:
-                metrics = {k: float(v) for k, v in metrics.items()}
-                now = time.time()
-                rate = (step - step_last) / max(now - t_last, 1e-9)
-                t_last, step_last = now, step
-                row.update(step=step, time_s=now - t0, updates_per_s=rate, **metrics)
-                if not all(math.isfinite(v) for v in metrics.values()):
-                    bad = [k for k, v in metrics.items() if not math.isfinite(v)]
-                    raise RQLError(
-                        f"training diverged at step {step} ({', '.join(bad)} not finite); "
-                        f"last good checkpoint: {last_saved}; lower --agent.lr or check the data"
-                    )
-            if eval_envs and ((run.eval_every and step % run.eval_every == 0) or step >= run.steps):
-                res = do_eval(step)
-                row.update(step=step, **{f"eval/{k}": res[k] for k in EVAL_KEYS})
-                if bar is not None:
-                    bar.set_postfix(success=f"{res['success']:.2f}")
-                else:
-                    log(f"step {step}: success {res['success']:.3f} [{res['success_ci_low']:.3f}, {res['success_ci_high']:.3f}]")
-            if row:
-                csv_log.write(row)
-                for k, v in row.items():
-                    if k != "step" and isinstance(v, float):
-                        if tb is not None:
-                            tb.add_scalar(k if "/" in k else f"time/{k}", v, step)
-                if wb is not None:
-                    wb.log({k: v for k, v in row.items() if k != "step"}, step=step)
-            if step % run.save_every == 0 or step >= run.steps:
-                ckpts.save(step, ts)
-                last_saved = step
-            if bar is not None:
-                bar.update(block)
-            if eval_envs or step % run.save_every == 0:
-                t_last = time.time()  # the update rate counts updates only, not evaluation or saving
-    except KeyboardInterrupt:
-        if bar is not None:
-            bar.close()
-        try:
-            if last_saved != step:
-                ckpts.save(step, ts)
-                last_saved = step
-        except Exception:  # the state may be mid-update; the previous checkpoint stays
+            self.ckpts.close()
+        except Exception:
             pass
-        raise RQLError(
-            f"interrupted at step {step}; last checkpoint: step {last_saved}; "
-            f"continue with: rql train --resume {run_dir}"
-        ) from None
+        self.lock.release()
+
+
+def _restore_group(members: list[Member], template, log) -> int | None:
+    """Restore every member at the newest step that reads in all of them; ``None``: no checkpoint."""
+    target = None
+    while True:
+        got = [m.ckpts.restore_newest(template, at_most=target, log=log) for m in members]
+        steps = {s for s, _ in got}
+        if len(steps) == 1:
+            step = steps.pop()
+            break
+        if None in steps:
+            step = None
+            break
+        target = min(steps)
+    if step is None:
+        return None, None
+    for m in members:
+        m.ckpts.delete_after(step)
+    return step, stack_states([st for _, st in got])
+
+
+def train_group(run: RunConfig, agent_name: str, agent_cfg, seeds, run_dirs=None, resume: bool = False,
+                log=print, dataset: Dataset | None = None, group_dir=None) -> list[dict]:
+    """Train several seeds of one configuration as one compiled function over a leading seed axis;
+    seed ``seeds[i]`` is written to ``run_dirs[i]`` (an ordinary run directory). With ``resume`` the
+    runs continue from the newest checkpoint every one of them can read. Returns one summary per seed.
+    """
+    run = _validate(run)
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise RQLError("no seeds to train")
+    if run_dirs is None:
+        group_dir, run_dirs = group_run_dirs(run, agent_name, seeds)
+    run_dirs = [pathlib.Path(d) for d in run_dirs]
+    if len(run_dirs) != len(seeds):
+        raise RQLError("one run directory per seed is needed")
+    if len(seeds) > 1 and run.shard_seed is None:
+        run = dataclasses.replace(run, shard_seed=seeds[0])
+    for d in run_dirs:
+        if not resume and (d / "config.json").exists():
+            raise RQLError(f"{d} already holds a run; continue it with 'rql train --resume {group_dir or d}' "
+                           "or choose another --run-dir")
+        if resume and not (d / "config.json").exists():
+            raise RQLError(f"{d}: no config.json; is this a run directory made by 'rql train'?")
+    resume_cmd = f"rql train --resume {group_dir or run_dirs[0]}"
+
+    members: list[Member] = []
+    eval_envs: list[list] = []
+    sharded = None
+    bar = None
+    signals = StopSignals()
+    try:
+        for s, d in zip(seeds, run_dirs):
+            members.append(Member(s, d, dataclasses.replace(run, seed=s, run_dir=str(d)), run.keep_checkpoints))
+        if group_dir is not None:
+            write_json_atomic(pathlib.Path(group_dir) / "group.json", {
+                "seeds": seeds, "runs": [os.path.relpath(d, group_dir) for d in run_dirs], "agent": agent_name})
+
+        task_env = None
+        if run.task:  # an unknown task fails here, before any data is read
+            n_envs = max(1, min(run.eval_envs, run.eval_episodes)) if run.eval_episodes > 0 else 1
+            from rql.data.loading import make_env
+
+            for _ in members:
+                eval_envs.append([make_env(run.task) for _ in range(n_envs)])
+            task_env = eval_envs[0][0]
+            if run.eval_episodes <= 0:
+                eval_envs = []
+        dataset, sharded = _load_data(run, agent_cfg, task_env, dataset)
+        agent = make_agent(agent_name, agent_cfg, dataset.obs_dim, dataset.action_dim)
+        block = _block_size(run, sharded is not None)
+        run_block = make_group_block(agent, agent_cfg.horizon, agent_cfg.batch_size, block)
+        data = sharded.data(0) if sharded else to_device(dataset)
+
+        ts = init_group_state(agent, seeds)
+        resume_step = None
+        if resume:
+            resume_step, restored = _restore_group(members, init_train_state(agent, seeds[0]), log)
+            if resume_step is not None:
+                ts = restored
+                log(f"resuming {group_dir or run_dirs[0]} from step {resume_step}")
+            else:
+                log(f"{group_dir or run_dirs[0]}: no checkpoint yet; starting from step 0")
+                resume_step = 0
+        else:
+            extra = {"dataset": {"source": dataset.source, "size": dataset.size, "episodes": dataset.num_episodes,
+                                 "shards": len(sharded.files) if sharded else None},
+                     "obs_dim": dataset.obs_dim, "action_dim": dataset.action_dim}
+            if len(seeds) > 1:
+                extra["group"] = {"seeds": seeds, "dir": str(group_dir) if group_dir else None}
+            for m in members:
+                save_config(m.dir, m.run, agent_name, agent_cfg, extra)
+        start = int(ts["step"][0])
+
+        metric_keys = sorted(jax.eval_shape(run_block, ts, data)[1].keys())
+        columns = ["step", "time_s", "updates_per_s", *metric_keys, *[f"eval/{k}" for k in EVAL_KEYS]]
+        for m in members:
+            m.last_saved = resume_step
+            m.open_logs(columns, resume_step, start, agent_name)
+
+        policy = make_group_policy(agent) if eval_envs else None
+
+        def do_eval(step: int) -> list[dict]:
+            keys = [jax.random.fold_in(jax.random.PRNGKey(m.seed + 1), step) for m in members]
+            res = evaluate_group(policy, ts["agent"], eval_envs, run.eval_episodes, keys,
+                                 [m.seed * 100_003 for m in members])
+            for m, r in zip(members, res):
+                m.evals.append({"step": step, **r})
+            return res
+
+        def save(step: int) -> None:
+            for i, m in enumerate(members):
+                if m.last_saved != step:
+                    m.ckpts.save(step, member_state(ts, i))
+                    m.last_saved = step
+
+        if run.progress:
+            from tqdm.auto import tqdm
+
+            desc = "train" if len(seeds) == 1 else f"train x{len(seeds)} seeds"
+            bar = tqdm(total=run.steps, initial=start, desc=desc, unit="upd", dynamic_ncols=True, smoothing=0.1)
+        t0 = time.time()
+        t_last, step_last = t0, start
+        step = start
+        with signals:
+            while step < run.steps:
+                if sharded is not None:
+                    data = sharded.data(step)
+                ts, metrics = run_block(ts, data)
+                step += block
+                rows: list[dict] = [{} for _ in members]
+                if step % run.log_every == 0 or step >= run.steps:
+                    metrics = {k: [float(x) for x in v] for k, v in metrics.items()}
+                    now = time.time()
+                    rate = (step - step_last) / max(now - t_last, 1e-9)
+                    t_last, step_last = now, step
+                    for i, m in enumerate(members):
+                        mi = {k: v[i] for k, v in metrics.items()}
+                        rows[i].update(step=step, time_s=now - t0, updates_per_s=rate, **mi)
+                        bad = [k for k, v in mi.items() if not math.isfinite(v)]
+                        if bad:
+                            raise RQLError(
+                                f"training diverged at step {step} (seed {m.seed}: {', '.join(bad)} not finite); "
+                                f"last good checkpoint: {m.last_saved}; lower --agent.lr or check the data")
+                    if bar is not None and len(seeds) > 1:
+                        bar.set_postfix(total_upd_s=f"{rate * len(seeds):.0f}")
+                if eval_envs and signals.requested is None and (
+                        (run.eval_every and step % run.eval_every == 0) or step >= run.steps):
+                    res = do_eval(step)
+                    for i, r in enumerate(res):
+                        rows[i].update(step=step, **{f"eval/{k}": r[k] for k in EVAL_KEYS})
+                    if bar is not None:
+                        bar.set_postfix(success=" ".join(f"{r['success']:.2f}" for r in res))
+                    else:
+                        for m, r in zip(members, res):
+                            log(f"step {step} seed {m.seed}: success {r['success']:.3f} "
+                                f"[{r['success_ci_low']:.3f}, {r['success_ci_high']:.3f}]")
+                try:
+                    for m, row in zip(members, rows):
+                        if row:
+                            m.write_row(row, step)
+                except OSError as e:
+                    if is_no_space(e):
+                        raise RQLError(f"no space left on device while writing metrics at step {step} in "
+                                       f"{members[0].dir}; last complete checkpoint: {members[0].last_saved}") from None
+                    raise
+                if step % run.save_every == 0 or step >= run.steps or signals.requested is not None:
+                    save(step)
+                if bar is not None:
+                    bar.update(block)
+                if eval_envs or step % run.save_every == 0:
+                    t_last = time.time()  # the update rate counts updates only, not evaluation or saving
+                if signals.requested is not None:
+                    import signal as _signal
+
+                    name = _signal.Signals(signals.requested).name
+                    raise Stopped(f"stopped by {name} at step {step}; checkpoint {step} saved; "
+                                  f"continue with: {resume_cmd}", signals.requested)
+    except KeyboardInterrupt:  # outside the main thread's handler (e.g. before it was installed)
+        last = members[0].last_saved if members else None
+        raise RQLError(f"interrupted; last checkpoint: step {last}; continue with: {resume_cmd}") from None
     finally:
         if bar is not None:
             bar.close()
-        if tb is not None:
-            tb.close()
-        ckpts.close()
         if sharded is not None:
             sharded.close()
-        for e in eval_envs:
-            e.close()
+        for envs in eval_envs:
+            for e in envs:
+                e.close()
+        for m in members:
+            m.close()
 
-    summary = {
-        "agent": agent_name,
-        "task": run.task,
-        "steps": step,
-        "seed": run.seed,
-        "wall_time_s": time.time() - t0,
-        "final_eval": evals[-1] if evals else None,
-        "best_eval": max(evals, key=lambda e: e["success"]) if evals else None,
-        "evals": evals,
-        "final_metrics": {k: v for k, v in row.items() if k not in ("step",)} if row else {},
-    }
-    write_json_atomic(run_dir / "summary.json", summary)
-    if wb is not None:
-        wb.finish()
-    return summary
+    summaries = []
+    wall = time.time() - t0
+    for m in members:
+        summary = {
+            "agent": agent_name,
+            "task": run.task,
+            "steps": step,
+            "seed": m.seed,
+            "wall_time_s": wall,
+            "final_eval": m.evals[-1] if m.evals else None,
+            "best_eval": max(m.evals, key=lambda e: e["success"]) if m.evals else None,
+            "evals": m.evals,
+            "final_metrics": {k: v for k, v in m.row.items() if k not in ("step",)} if m.row else {},
+        }
+        if len(seeds) > 1:
+            summary["group"] = {"seeds": seeds}
+        write_json_atomic(m.dir / "summary.json", summary)
+        if m.wb is not None:
+            m.wb.finish()
+        summaries.append(summary)
+    return summaries
 
 
-def restore_agent(run_dir: str | pathlib.Path, checkpoint: int | None = None):
-    """The agent and the saved train state of a run (latest checkpoint unless ``checkpoint``)."""
+def train(
+    run: RunConfig,
+    agent_name: str,
+    agent_cfg,
+    dataset: Dataset | None = None,
+    resume_dir: str | None = None,
+    log=print,
+) -> dict:
+    """Train (or resume) one run; returns the summary written to ``summary.json``."""
+    run = _validate(run)
+    run_dir = pathlib.Path(resume_dir or run.run_dir or _default_run_dir(run, agent_name))
+    return train_group(run, agent_name, agent_cfg, [run.seed], [run_dir], resume=resume_dir is not None,
+                       log=log, dataset=dataset)[0]
+
+
+def resume_group(path: str | pathlib.Path, steps: int | None = None, log=print) -> list[dict]:
+    """Continue a group folder (``group.json``) or a single run directory."""
+    group = load_group(path)
+    if group is None:
+        run, name, cfg, _ = load_run_config(path)
+        if steps is not None:
+            run = dataclasses.replace(run, steps=steps)
+        return [train(run, name, cfg, resume_dir=str(path), log=log)]
+    seeds, dirs = group
+    run, name, cfg, _ = load_run_config(dirs[0])
+    for d in dirs[1:]:
+        r2, n2, c2, _ = load_run_config(d)
+        if n2 != name or c2 != cfg or dataclasses.replace(r2, seed=run.seed, run_dir=run.run_dir) != run:
+            raise RQLError(f"{d}: its configuration differs from {dirs[0]}'s; resume the runs one by one "
+                           "with 'rql train --resume RUN_DIR'")
+    if steps is not None:
+        run = dataclasses.replace(run, steps=steps)
+    return train_group(run, name, cfg, seeds, dirs, resume=True, log=log, group_dir=path)
+
+
+def restore_agent(run_dir: str | pathlib.Path, checkpoint: int | None = None, log=print):
+    """The agent and the saved train state of a run (latest readable checkpoint unless ``checkpoint``)."""
     run, agent_name, agent_cfg, doc = load_run_config(run_dir)
     agent = make_agent(agent_name, agent_cfg, doc["obs_dim"], doc["action_dim"])
     ckpts = Checkpoints(pathlib.Path(run_dir) / "checkpoints")
-    step = checkpoint if checkpoint is not None else ckpts.latest()
-    if step is None:
-        raise RQLError(f"{run_dir}: no checkpoint saved yet")
-    ts = ckpts.restore(step, init_train_state(agent, run.seed))
-    ckpts.close()
+    try:
+        template = init_train_state(agent, run.seed)
+        if checkpoint is not None:
+            ts, step = ckpts.restore(checkpoint, template), checkpoint
+        else:
+            step, ts = ckpts.restore_newest(template, log=log)
+            if step is None:
+                raise RQLError(f"{run_dir}: no checkpoint saved yet")
+    finally:
+        ckpts.close()
     return run, agent, ts, step
 
 
 def build_agent_config(agent: str, task: str | None, preset: str | None, overrides: dict | None = None):
     return build_config(agent, task, preset, overrides)
-
-
-def train_group(run: RunConfig, agent_name: str, agent_cfg, seeds, run_dirs=None, resume: bool = False,
-                log=print) -> list[dict]:
-    """Train several seeds of one configuration; seed ``seeds[i]`` is written to ``run_dirs[i]``.
-
-    With ``resume`` the runs in ``run_dirs`` continue from their checkpoints. Returns one summary per seed.
-    """
-    seeds = [int(s) for s in seeds]
-    if run_dirs is None:
-        run_dirs = [None] * len(seeds)
-    out = []
-    for seed, d in zip(seeds, run_dirs):
-        r = dataclasses.replace(run, seed=seed, run_dir=str(d) if d is not None else None)
-        out.append(train(r, agent_name, agent_cfg, resume_dir=str(d) if resume else None, log=log))
-    return out

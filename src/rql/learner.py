@@ -1,0 +1,77 @@
+"""The pure, compiled learner under the runner.
+
+Everything here is a pure function of arrays: initialise train states for a set of seeds, and run
+``K`` updates of all seeds in one dispatch (``lax.scan`` over updates, ``vmap`` over a leading seed
+axis). The host loop in :mod:`rql.train` only schedules these calls and logs, evaluates and
+checkpoints around them. A single-seed run is the ``N = 1`` case of the same functions.
+
+A train state is ``{"agent": agent state, "key": PRNG key, "step": int32}``; a group state has
+the same structure with a leading axis of length ``N`` on every leaf.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from rql.data.device import DeviceDataset, sample_windows
+
+
+def init_train_state(agent, seed: int):
+    """The train state of one seed: ``PRNGKey(seed)`` split into an init key and a training key."""
+    k_init, k_train = jax.random.split(jax.random.PRNGKey(seed))
+    ts = {"agent": agent.init(k_init), "key": k_train, "step": jnp.asarray(0, jnp.int32)}
+    # Every leaf its own buffer (targets start as copies), so the state can be donated.
+    return jax.tree_util.tree_map(lambda x: jnp.array(x, copy=True), ts)
+
+
+def init_group_state(agent, seeds):
+    """Train states of several seeds stacked on a leading axis (``vmap`` of the per-seed init,
+    so seed ``k`` of a group starts exactly where a run with ``--seed k`` starts)."""
+    keys = jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
+
+    def one(key):
+        k_init, k_train = jax.random.split(key)
+        return {"agent": agent.init(k_init), "key": k_train, "step": jnp.asarray(0, jnp.int32)}
+
+    ts = jax.jit(jax.vmap(one))(keys)
+    return jax.tree_util.tree_map(lambda x: jnp.array(x, copy=True), ts)
+
+
+def stack_states(states: list):
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *states)
+
+
+def member_state(group_state, i: int):
+    """Seed ``i``'s train state out of a group state."""
+    return jax.tree_util.tree_map(lambda x: x[i], group_state)
+
+
+def _block_fn(agent, horizon: int, batch_size: int, block: int):
+    def run_block(ts, data: DeviceDataset):
+        def one(carry, _):
+            agent_state, key = carry
+            key, k_sample, k_update = jax.random.split(key, 3)
+            batch = sample_windows(data, k_sample, batch_size, horizon)
+            agent_state, metrics = agent.update(agent_state, batch, k_update)
+            return (agent_state, key), metrics
+
+        (agent_state, key), metrics = jax.lax.scan(one, (ts["agent"], ts["key"]), None, length=block)
+        out = {"agent": agent_state, "key": key, "step": ts["step"] + block}
+        return out, jax.tree_util.tree_map(jnp.mean, metrics)
+
+    return run_block
+
+
+def make_block(agent, horizon: int, batch_size: int, block: int):
+    """A compiled ``(train_state, data) -> (train_state, mean metrics)`` running ``block`` updates
+    of one unstacked train state."""
+    return jax.jit(_block_fn(agent, horizon, batch_size, block), donate_argnums=(0,))
+
+
+def make_group_block(agent, horizon: int, batch_size: int, block: int):
+    """A compiled ``(group_state, data) -> (group_state, metrics)`` running ``block`` updates of every
+    seed at once; the data is shared, each seed samples its own windows with its own key. Metrics
+    are per seed (leading axis ``N``), each the mean over the block."""
+    return jax.jit(jax.vmap(_block_fn(agent, horizon, batch_size, block), in_axes=(0, None)),
+                   donate_argnums=(0,))
