@@ -4,7 +4,8 @@ Sources, in order of precedence:
 - ``dataset_path``: an OGBench file (``observations``, ``actions``, ``terminals`` and, for
   single-task reward relabelling, ``qpos``/``qvel``/``button_states``), a plain ``.npz`` with
   ``observations``, ``actions``, ``rewards``, ``terminals`` (and optionally ``masks``), or
-  ``minari:<dataset id>`` for a Minari dataset present locally;
+  ``minari:<dataset id>`` for a Minari dataset present locally, or ``toy:<name>`` for a generated
+  toy task with a 2-D action (:mod:`rql.data.toy`);
 - ``dataset_dir``: a folder holding the OGBench file ``<dataset name>.npz``;
 - otherwise OGBench's own folder (``~/.ogbench/data``), downloading there if the file is missing
   and the server is reachable.
@@ -99,6 +100,10 @@ def load_arrays(
     env=None,
 ) -> tuple[dict[str, np.ndarray], str]:
     """Raw arrays in our layout (before validation) and a description of where they came from."""
+    if dataset_path and dataset_path.startswith("toy:"):  # generated toy tasks (rql.data.toy)
+        from rql.data.toy import toy_arrays
+
+        return toy_arrays(dataset_path), dataset_path
     if dataset_path and dataset_path.startswith("minari:"):
         from rql.data.minari_io import load_minari
 
