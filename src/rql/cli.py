@@ -249,9 +249,7 @@ class EvalArgs:
     json: bool = False
     """Print the result as one JSON line."""
     video: int = 0
-    """Also render N episodes to RUN_DIR/videos/eval_step_<S>.mp4 (side by side in one grid, each marked
-    success or fail; episode i starts like evaluation episode i). Renders offscreen with EGL, or OSMesa
-    when EGL does not work."""
+    """Also render N episodes to RUN_DIR/videos/eval_step_<S>.mp4, side by side, each marked success or fail."""
     video_size: int = 200
     """Side of each episode's square in the video, in pixels."""
 
@@ -284,6 +282,8 @@ def cmd_eval(argv: list[str]) -> int:
     if args.video:
         from rql.video import record_eval_video
 
+        if not args.json:
+            print(f"rendering {args.video} episodes...", file=sys.stderr)
         res["video"] = str(record_eval_video(args.run_dir, step, agent, ts["agent"], run.task, args.video,
                                              10_000 + args.seed, key=jax.random.PRNGKey(args.seed),
                                              size=args.video_size, prefix="eval_step_"))
