@@ -42,8 +42,9 @@ def test_write_video_decodes_to_the_frames_written(tmp_path):
 
 
 def test_write_video_pads_odd_sides_and_fails_without_leftovers(tmp_path):
-    out = _decode(write_video(tmp_path / "odd.mp4", _frames(3, 33, 50), fps=10))
+    out = _decode(write_video(tmp_path / "odd.mp4", _frames(3, 33, 50), fps=10)).astype(float)
     assert out.shape == (3, 34, 50, 3)
+    assert out[2, -1].mean() < 15 < 50 < out[2, :-2].mean()  # a black row added, not the frame stretched
     with pytest.raises(ValueError):
         write_video(tmp_path / "bad.mp4", np.zeros((3, 8, 8), np.uint8))
     with pytest.raises(ValueError):
