@@ -16,6 +16,9 @@ from rql.video import add_tensorboard_video, grid_shape, tile_episodes, write_vi
 
 from conftest import TASK
 
+# JAX warns of every fork; the subprocesses here (ffmpeg, the backend probe) exec at once.
+pytestmark = pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
+
 
 def _frames(t, h, w, seed=0):
     """Frames whose mean brightness changes from one to the next (so order can be checked)."""
@@ -116,7 +119,6 @@ def _probe_script(env_overrides):
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")  # JAX warns of any fork; this one execs at once
 def test_egl_failing_falls_back_to_osmesa(monkeypatch):
     from rql.video import _probe
 

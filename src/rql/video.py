@@ -301,14 +301,16 @@ def write_video(path, frames: Iterable[np.ndarray], fps: float = 20.0) -> pathli
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.mp4")
     n = 0
     try:
-        with imageio.get_writer(tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264", quality=7,
-                                pixelformat="yuv420p", macro_block_size=2, ffmpeg_log_level="error") as w:
-            for f in frames:
-                f = np.asarray(f)
-                if f.ndim != 3 or f.shape[2] != 3:
-                    raise ValueError(f"frames must be (H, W, 3); got {f.shape}")
-                w.append_data(_even(f.astype(np.uint8, copy=False)))
-                n += 1
+        with warnings.catch_warnings():  # JAX warns of any fork; the one that starts ffmpeg execs at once
+            warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+            with imageio.get_writer(tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264", quality=7,
+                                    pixelformat="yuv420p", macro_block_size=2, ffmpeg_log_level="error") as w:
+                for f in frames:
+                    f = np.asarray(f)
+                    if f.ndim != 3 or f.shape[2] != 3:
+                        raise ValueError(f"frames must be (H, W, 3); got {f.shape}")
+                    w.append_data(_even(f.astype(np.uint8, copy=False)))
+                    n += 1
         if n == 0:
             raise ValueError("no frames to write")
         os.replace(tmp, path)
