@@ -1,11 +1,13 @@
 """``rql compare``: tabulate and plot finished (or running) training runs by agent and task.
 
 A run directory is any folder holding ``config.json`` and ``metrics.csv`` (as ``rql train``
-writes them). Runs are grouped by (agent, task); each group's final success rate is the mean over
-seeds of each run's last evaluation, with a 95% interval: a t-interval over the seeds' values when
-there are two or more seeds (widened, when the episode counts are known, to at least the Wilson
-interval of all their evaluation episodes pooled, so agreeing seeds never look exact), else the
-single run's Wilson interval over its evaluation episodes.
+writes them). Runs are grouped by (agent, task); a top-level ``"label"`` in config.json (``rql
+sweep`` writes one per agent-field variant, e.g. ``rql-alpha=3``) stands in for the agent's name,
+so variants get rows of their own. Each group's final success rate is the mean over seeds of each
+run's last evaluation, with a 95% interval: a t-interval over the seeds' values when there are two
+or more seeds (widened, when the episode counts are known, to at least the Wilson interval of all
+their evaluation episodes pooled, so agreeing seeds never look exact), else the single run's Wilson
+interval over its evaluation episodes.
 
 Only files inside each run directory are read, by paths relative to it, so runs copied from other
 machines compare as they are.
@@ -121,6 +123,7 @@ def read_run(run_dir: pathlib.Path) -> Run:
     try:
         doc = json.loads((run_dir / "config.json").read_text())
         agent = str(doc["agent"])
+        label = doc.get("label")  # a variant name (e.g. 'rql-alpha=3', written by 'rql sweep'): its own row
         run_cfg = doc.get("run", {})
         seed = int(run_cfg.get("seed", 0))
         episodes = int(run_cfg.get("eval_episodes") or 0)
@@ -139,6 +142,8 @@ def read_run(run_dir: pathlib.Path) -> Run:
             seed = int(summary.get("seed", seed))
         except (OSError, json.JSONDecodeError, TypeError, ValueError, AttributeError) as e:
             raise RQLError(f"{summary_path}: unreadable summary ({e})") from None
+    if label:
+        agent = str(label)
 
     path = run_dir / "metrics.csv"
     need = ("step", "eval/success", "eval/success_ci_low", "eval/success_ci_high")
