@@ -113,7 +113,7 @@ class SweepArgs:
     preset: Annotated[str | None, _opt("NAME")] = None
     """Network-size preset of every agent: 'small' (2x256, ensemble 2; for CPUs) or 'reference'."""
     steps: Annotated[int | None, _opt("N")] = None
-    """Gradient updates per run (default: 'rql train''s 1000000)."""
+    """Gradient updates per run (default: 1000000, as for 'rql train')."""
     eval_every: Annotated[int | None, _opt("N")] = None
     """Evaluate every N updates (0: only at the end; default: 100000)."""
     eval_episodes: Annotated[int | None, _opt("N")] = None
@@ -149,7 +149,8 @@ class SweepArgs:
     """A folder (valid on every worker) for JAX's persistent compilation cache: trials of the same shapes
     (seeds and tasks of one agent variant) then load their compiled updates instead of compiling again."""
     compare: bool = True
-    """At the end, write 'rql compare''s table and plots into OUT/compare/ and print the table."""
+    """At the end, write the comparison table and plots (as 'rql compare' makes them) into OUT/compare/
+    and print the table."""
 
 
 @dataclasses.dataclass
@@ -157,14 +158,16 @@ class StatusArgs:
     out: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="DIR")]
     """The sweep folder (holding sweep.json)."""
     compare: bool = True
-    """Write 'rql compare''s table and plots into DIR/compare/ and print the table."""
+    """Write the comparison table and plots (as 'rql compare' makes them) into DIR/compare/ and print
+    the table."""
 
 
 DESCRIPTION = (
     "Train a grid of tasks x agents x seeds x agent fields on Ray: a local Ray started in this process "
     "(default), or a cluster with --address. Every cell is a normal run directory "
     "OUT/<task>/<agent>[-field=value...]/s<seed>; OUT/sweep.json records each cell's status, error, node "
-    "and wall time; OUT/compare/ gets 'rql compare''s table and plots, one row per agent variant. Re-running "
+    "and wall time; OUT/compare/ gets the comparison table and plots ('rql compare'), one row per agent "
+    "variant. Re-running "
     "the same command skips finished cells and resumes interrupted ones. Exit status 1 when a cell failed. "
     "'rql sweep status OUT' shows the state and writes the comparison at any time. "
     "Example: rql sweep --tasks cube-single-play-singletask-task1-v0 --agents rql,flow-bc --seeds 0-2 "
@@ -200,8 +203,8 @@ def cmd_sweep(argv: list[str], parse) -> int:
     if argv and argv[0] == "status":
         args = parse(StatusArgs, argv[1:], "rql sweep status",
                      "Show a sweep's cells (done, running, failed, ...) and the errors of failed ones, write "
-                     "'rql compare''s table and plots into DIR/compare/ and print the table. Exit status 1 "
-                     "when a cell failed.")
+                     "the comparison table and plots ('rql compare') into DIR/compare/ and print the table. "
+                     "Exit status 1 when a cell failed.")
         return sweep_status(args.out, compare_runs=args.compare)
     grid, argv = _pop_multi(argv, "--grid")
     fixed, argv = _pop_multi(argv, "--set")
@@ -960,7 +963,7 @@ def run_trial(spec: dict) -> dict:
     seeds, rels = list(spec["seeds"]), list(spec["rels"])
     dirs = [base / rel for rel in rels]
     finals = [None if shared else str(out / rel) for rel in rels]
-    error, resumed, monitor = None, set(), None
+    error, errors, resumed, monitor = None, {}, set(), None
     steps = int(spec["steps"])
     try:
         if not shared and spec.get("archive"):
@@ -973,13 +976,16 @@ def run_trial(spec: dict) -> dict:
         monitor = _Monitor(progress, spec["trial"], list(zip(seeds, dirs, finals)), spec["label"])
         monitor.start()
         todo = [(s, d) for s, d in zip(seeds, dirs) if not finished(d, run.steps)]
-        old = [(s, d) for s, d in todo if (d / "config.json").exists()]
+        old = [(s, d) for s, d in todo if (d / "config.json").exists()]  # interrupted: continue
         new = [(s, d) for s, d in todo if not (d / "config.json").exists()]
         resumed = {s for s, _ in old}
         for group, resume in ((old, True), (new, False)):
             if group:
-                train_group(run, spec["agent"], cfg, [s for s, _ in group], [str(d) for _, d in group],
-                            resume=resume, log=lambda *a, **k: None)
+                try:
+                    train_group(run, spec["agent"], cfg, [s for s, _ in group], [str(d) for _, d in group],
+                                resume=resume, log=lambda *a, **k: None)
+                except Exception as e:
+                    errors.update({s: _one_line(e) for s, _ in group})
     except Exception as e:
         error = _one_line(e)
     finally:
@@ -990,8 +996,8 @@ def run_trial(spec: dict) -> dict:
     for seed, d, final in zip(seeds, dirs, finals):
         write_label(d, spec["label"], final)
         done = finished(d, steps)
-        result["seeds"][seed] = {"status": "done" if done else "failed",
-                                 "error": None if done else (error or "the run stopped before its last step"),
+        why = errors.get(seed) or error or "the run stopped before its last step"
+        result["seeds"][seed] = {"status": "done" if done else "failed", "error": None if done else why,
                                  "steps": summary_steps(d) or last_step(d / "metrics.csv"),
                                  "resumed": seed in resumed}
     if tmp is not None:
@@ -1054,7 +1060,8 @@ def _start_ray(plan: Plan, log) -> bool:
             if "auth" in str(e).lower() and not os.environ.get("RAY_AUTH_MODE"):
                 hint = ("a cluster with token authentication needs RAY_AUTH_MODE=token here too (and its token in "
                         "~/.ray/auth_token or RAY_AUTH_TOKEN)")
-            raise RQLError(f"cannot connect to the Ray cluster at {plan.address} ({_one_line(e)[:300]}); {hint}") from None
+            raise RQLError(f"cannot connect to the Ray cluster at {plan.address} ({_one_line(e)[:300]}); "
+                           f"{hint}") from None
     else:
         kw = {"num_cpus": plan.num_cpus or os.cpu_count() or 1}
         if plan.num_gpus is not None:
@@ -1133,8 +1140,9 @@ def run_sweep(plan: Plan, log=print, show_progress: bool = True) -> int:
     write_sweep_file(out, plan, cells)
     skipped = sum(c.status == "skipped" for c in cells)
     invalid = sum(c.status == "failed" for c in cells)
-    log(f"sweep: {len(cells)} cells ({len(plan.tasks)} task(s) x {len(cells) // max(1, len(plan.tasks) * len(plan.seeds))}"
-        f" agent variant(s) x {len(plan.seeds)} seed(s)); {skipped} finished earlier, "
+    variants = len(cells) // max(1, len(plan.tasks) * len(plan.seeds))
+    log(f"sweep: {len(cells)} cells ({len(plan.tasks)} task(s) x {variants} agent variant(s) x "
+        f"{len(plan.seeds)} seed(s)); {skipped} finished earlier, "
         + (f"{invalid} with an invalid setting, " if invalid else "")
         + f"{len(todo)} to run" + (f" in {len(trials)} trial(s)" if todo else ""))
     if trials:
@@ -1176,7 +1184,8 @@ def _run_trials(plan: Plan, cells: list[Cell], trials: list[list[Cell]], log, sh
             if ship and any((out / r / "config.json").is_file() for r in rels):
                 archive = pack(out, [r for r in rels if (out / r / "config.json").is_file()])
             spec = {"trial": i, "task": c0.task, "agent": c0.agent, "label": c0.label, "preset": plan.preset,
-                    "overrides": c0.overrides, "run": plan.run, "steps": plan.steps, "seeds": [c.seed for c in t], "rels": rels,
+                    "overrides": c0.overrides, "run": plan.run, "steps": plan.steps,
+                    "seeds": [c.seed for c in t], "rels": rels,
                     "out": str(out), "token": token, "copy": copy, "archive": archive, "progress": progress,
                     "cpus": plan.cpus_per_run, "gpus": plan.gpus_per_run, "compile_cache": plan.compile_cache}
             pending[remote.remote(spec)] = i
@@ -1226,7 +1235,8 @@ def _wait(plan, cells, trials, pending, progress, log, show_progress) -> None:
                     r = res["seeds"].get(c.seed, {"status": "failed", "error": "no result"})
                     c.status, c.error = r["status"], r.get("error")
                     c.steps, c.resumed = r.get("steps"), bool(r.get("resumed"))
-                    c.node_id, c.hostname, c.wall_time_s = res.get("node_id"), res.get("hostname"), res.get("wall_time_s")
+                    c.node_id, c.hostname = res.get("node_id"), res.get("hostname")
+                    c.wall_time_s = res.get("wall_time_s")
                 bar.update(len(trials[i]))
                 dirty = True
             try:
