@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -36,16 +37,20 @@ def tune(n: int) -> float | None:
         from ray import tune
     except ImportError:
         return None
-    tuner = tune.Tuner(
-        tune.with_resources(trial, {"cpu": 1}),
-        param_space={"i": tune.grid_search(list(range(n)))},
-        tune_config=tune.TuneConfig(max_concurrent_trials=2),
-        run_config=tune.RunConfig(storage_path=tempfile.mkdtemp(prefix="tune-overhead-"), verbose=0),
-    )
-    t = time.time()
-    results = tuner.fit()
-    assert len(results) == n and not results.errors
-    return (time.time() - t) / n
+    store = tempfile.mkdtemp(prefix="tune-overhead-")
+    try:
+        tuner = tune.Tuner(
+            tune.with_resources(trial, {"cpu": 1}),
+            param_space={"i": tune.grid_search(list(range(n)))},
+            tune_config=tune.TuneConfig(max_concurrent_trials=2),
+            run_config=tune.RunConfig(storage_path=store, verbose=0),
+        )
+        t = time.time()
+        results = tuner.fit()
+        assert len(results) == n and not results.errors
+        return (time.time() - t) / n
+    finally:
+        shutil.rmtree(store, ignore_errors=True)
 
 
 def main() -> None:

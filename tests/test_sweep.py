@@ -10,6 +10,7 @@ import csv
 import json
 import os
 import pathlib
+import shutil
 import signal
 import socket
 import subprocess
@@ -274,3 +275,4 @@ def test_sweep_on_a_two_node_cluster_copies_runs_back(tiny_ogbench, tmp_path, ca
             assert json.loads((out / d / "summary.json").read_text())["steps"] == 20
     finally:
         _stop_cluster(temp)
+        shutil.rmtree(temp, ignore_errors=True)
