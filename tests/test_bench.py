@@ -17,3 +17,9 @@ def test_bench_cli_prints_one_json_line(capsys):
     line = capsys.readouterr().out.strip().splitlines()
     assert len(line) == 1 and json.loads(line[0])["updates"] == 10
     assert main(["bench", "throughput", "--hidden-dims", "a,b"]) == 2
+
+
+def test_throughput_of_a_group_counts_every_seed():
+    r = throughput("flow-bc", 6, 2, 2, 16, (8,), 2, 3, steps=20, block=10, dataset_size=500, seeds=3)
+    assert r["seeds"] == 3 and r["grouped"] and r["updates"] == 20
+    assert abs(r["updates_per_second"] - 3 * r["updates_per_second_per_seed"]) < 1e-6 * r["updates_per_second"]

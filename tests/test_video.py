@@ -220,3 +220,25 @@ def test_record_eval_video_for_the_training_loop(tiny_run, tmp_path, monkeypatch
     [(d, s)] = logged
     assert s == 30 and d["eval/video"][:2] == ("Video", str(path)) and d["eval/video"][3] == "mp4"
     assert re.fullmatch(r"step 30: [0-2]/2 successes", d["eval/video"][2])
+
+
+def test_training_with_video_episodes_writes_a_video_per_seed(tiny_ogbench, tmp_path, monkeypatch):
+    import rql.data.loading as loading
+    from rql.agents import build_config
+    from rql.train import RunConfig, train_group
+    from rql.video import select_gl_backend
+
+    try:
+        select_gl_backend()
+    except RQLError as e:
+        pytest.skip(f"no OpenGL backend renders MuJoCo here: {e}")
+    make_env = loading.make_env
+    monkeypatch.setattr(loading, "make_env", lambda task, **kw: make_env(task, max_episode_steps=10, **kw))
+    run = RunConfig(task=TASK, dataset_path=str(tiny_ogbench), steps=4, log_every=2, eval_every=0,
+                    eval_episodes=1, eval_envs=1, video_episodes=1, progress=False)
+    cfg = build_config("flow-bc", TASK, None, dict(actor_hidden_dims=(16, 16), batch_size=16, horizon=2))
+    dirs = [tmp_path / "s0", tmp_path / "s1"]
+    train_group(run, "flow-bc", cfg, [0, 1], dirs, log=lambda *a: None)
+    for d in dirs:
+        frames = _decode(d / "videos" / "step_4.mp4")
+        assert frames.shape == (11, 200, 200, 3)

@@ -12,7 +12,7 @@ import numpy as np
 from rql.agents import build_config, get_spec
 from rql.data.dataset import validate
 from rql.data.device import to_device
-from rql.train import init_train_state, make_block
+from rql.learner import init_group_state, init_train_state, make_block, make_group_block
 
 
 def synthetic_dataset(obs_dim: int, action_dim: int, size: int, seed: int = 0, episode_len: int = 500):
@@ -29,7 +29,12 @@ def synthetic_dataset(obs_dim: int, action_dim: int, size: int, seed: int = 0, e
 
 
 def throughput(agent: str, obs_dim: int, action_dim: int, horizon: int, batch_size: int, hidden_dims: tuple,
-               ensemble: int, flow_steps: int, steps: int, block: int, dataset_size: int, seed: int = 0) -> dict:
+               ensemble: int, flow_steps: int, steps: int, block: int, dataset_size: int, seed: int = 0,
+               seeds: int = 0) -> dict:
+    """Updates per second after a warm-up block that compiles. ``seeds = 0``: one unstacked train
+    state (the plain compiled block); ``seeds = N >= 1``: the group learner of ``rql train --seeds``
+    over N seeds (N = 1 is what a single-seed ``rql train`` runs). ``updates_per_second`` counts
+    the updates of every seed."""
     spec = get_spec(agent)
     fields = {f for f in spec.config_cls.__dataclass_fields__}
     overrides = dict(horizon=horizon, batch_size=batch_size)
@@ -41,9 +46,13 @@ def throughput(agent: str, obs_dim: int, action_dim: int, horizon: int, batch_si
     ds = synthetic_dataset(obs_dim, action_dim, dataset_size, seed)
     ag = spec.make(cfg, obs_dim, action_dim)
     block = max(1, min(block, steps))
-    run_block = make_block(ag, horizon, batch_size, block)
     data = to_device(ds)
-    ts = init_train_state(ag, seed)
+    if seeds > 0:
+        run_block = make_group_block(ag, horizon, batch_size, block)
+        ts = init_group_state(ag, list(range(seed, seed + seeds)))
+    else:
+        run_block = make_block(ag, horizon, batch_size, block)
+        ts = init_train_state(ag, seed)
     t0 = time.perf_counter()
     ts, m = run_block(ts, data)
     jax.block_until_ready(m)
@@ -55,9 +64,13 @@ def throughput(agent: str, obs_dim: int, action_dim: int, horizon: int, batch_si
     jax.block_until_ready((ts, m))
     elapsed = time.perf_counter() - t0
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    n_seeds = max(1, seeds)
     return {
         "agent": agent,
-        "updates_per_second": n_blocks * block / elapsed,
+        "seeds": n_seeds,
+        "grouped": seeds > 0,
+        "updates_per_second": n_seeds * n_blocks * block / elapsed,
+        "updates_per_second_per_seed": n_blocks * block / elapsed,
         "updates": n_blocks * block,
         "seconds": elapsed,
         "warmup_compile_seconds": compile_s,

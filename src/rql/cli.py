@@ -328,7 +328,10 @@ class ThroughputArgs:
     dataset_size: int = 100_000
     """Transitions of synthetic data on the device."""
     seed: int = 0
-    """Seed."""
+    """Seed (with --seeds N: seeds seed..seed+N-1)."""
+    seeds: int = 0
+    """Train N seeds at once through the group learner of 'rql train --seeds' (0: one plain state);
+    updates_per_second then counts the updates of all seeds."""
 
 
 def cmd_bench(argv: list[str]) -> int:
@@ -348,7 +351,7 @@ def cmd_bench(argv: list[str]) -> int:
         raise UsageError(f"--hidden-dims expects integers separated by commas, got '{args.hidden_dims}'") from None
     print(json.dumps(throughput(args.agent, args.obs_dim, args.action_dim, args.horizon, args.batch_size, dims,
                                 args.ensemble, args.flow_steps, args.steps, args.updates_per_dispatch,
-                                args.dataset_size, args.seed)))
+                                args.dataset_size, args.seed, args.seeds)))
     return 0
 
 

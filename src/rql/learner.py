@@ -34,7 +34,7 @@ def init_group_state(agent, seeds):
         k_init, k_train = jax.random.split(key)
         return {"agent": agent.init(k_init), "key": k_train, "step": jnp.asarray(0, jnp.int32)}
 
-    ts = jax.jit(jax.vmap(one))(keys)
+    ts = jax.vmap(one)(keys)  # eager: a one-off that would cost more to compile than to run
     return jax.tree_util.tree_map(lambda x: jnp.array(x, copy=True), ts)
 
 

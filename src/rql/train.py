@@ -63,6 +63,9 @@ class RunConfig:
     """Episodes per evaluation (0: no evaluation)."""
     eval_envs: int = 10
     """Environments stepped side by side during evaluation (one batched policy call for all)."""
+    video_episodes: int = 0
+    """Also render N episodes at every evaluation to <run_dir>/videos/step_<S>.mp4 and TensorBoard (slow on a
+    CPU: about 1-2 minutes per 4 cube episodes)."""
     save_every: int | None = None
     """Checkpoint every N updates (default: eval_every; always at the end)."""
     keep_checkpoints: int = 3
@@ -376,6 +379,12 @@ def train_group(run: RunConfig, agent_name: str, agent_cfg, seeds, run_dirs=None
                 "seeds": seeds, "runs": [os.path.relpath(d, group_dir) for d in run_dirs], "agent": agent_name})
 
         task_env = None
+        if run.video_episodes > 0:
+            if not run.task:
+                raise RQLError("--video-episodes needs --task (an environment to render)")
+            from rql.video import select_gl_backend
+
+            select_gl_backend()  # before MuJoCo is first used: EGL, else OSMesa
         if run.task:  # an unknown task fails here, before any data is read
             n_envs = max(1, min(run.eval_envs, run.eval_episodes)) if run.eval_episodes > 0 else 1
             from rql.data.loading import make_env
@@ -423,8 +432,13 @@ def train_group(run: RunConfig, agent_name: str, agent_cfg, seeds, run_dirs=None
             keys = [jax.random.fold_in(jax.random.PRNGKey(m.seed + 1), step) for m in members]
             res = evaluate_group(policy, ts["agent"], eval_envs, run.eval_episodes, keys,
                                  [m.seed * 100_003 for m in members])
-            for m, r in zip(members, res):
+            for i, (m, r) in enumerate(zip(members, res)):
                 m.evals.append({"step": step, **r})
+                if run.video_episodes > 0:
+                    from rql.video import record_eval_video
+
+                    record_eval_video(m.dir, step, agent, member_state(ts["agent"], i), run.task,
+                                      run.video_episodes, m.seed * 100_003, tb=m.tb, wb=m.wb)
             return res
 
         def save(step: int) -> None:
