@@ -65,10 +65,10 @@ def fields(agent, state) -> Fields:
 
 
 def _bcast(obs, n):
-    """Observations for ``n`` samples: one observation repeated, or ``n`` of them."""
-    obs = jnp.asarray(obs, jnp.float32)
+    """Observations for ``n`` samples (numpy): one observation repeated, or ``n`` of them."""
+    obs = np.asarray(obs, np.float32)
     obs = obs.reshape(-1, obs.shape[-1])
-    return jnp.broadcast_to(obs, (n, obs.shape[-1])) if obs.shape[0] == 1 else obs
+    return np.ascontiguousarray(np.broadcast_to(obs, (n, obs.shape[-1]))) if obs.shape[0] == 1 else obs
 
 
 # ----------------------------------------------------------------------------- forward paths
@@ -79,7 +79,7 @@ def forward_path(v, obs, x0, F: int) -> np.ndarray:
     obs = _bcast(obs, x0.shape[0])
 
     @jax.jit
-    def run(x0):
+    def run(obs, x0):
         def body(x, i):
             t = jnp.full((x.shape[0], 1), i / F, x.dtype)
             x = x + v(obs, x, t) / F
@@ -88,7 +88,7 @@ def forward_path(v, obs, x0, F: int) -> np.ndarray:
         _, xs = jax.lax.scan(body, x0, jnp.arange(F, dtype=jnp.float32))
         return jnp.concatenate([x0[None], xs])
 
-    return np.asarray(run(jnp.asarray(x0, jnp.float32)))
+    return np.asarray(run(obs, np.asarray(x0, np.float32)))
 
 
 # ----------------------------------------------------------------------------- gradients through the chain
@@ -101,13 +101,13 @@ def chain_jacobians(v, obs, x0, Fs, f_max: int | None = None) -> dict:
     (d action / d x0, what backpropagation through the whole chain multiplies), "step_max":
     (len(Fs), N) largest spectral norm of a single step's Jacobian along the path (what a one-step
     gradient passes through), "step_mean": same, mean over the steps}``."""
-    x0 = jnp.asarray(x0, jnp.float32)
+    x0 = np.asarray(x0, np.float32)
     n, d = x0.shape
     obs = _bcast(obs, n)
     f_max = f_max or max(Fs)
 
     @jax.jit
-    def run(x0, F):
+    def run(obs, x0, F):
         # Steps past F are identities (dt = 0), so one compiled loop serves every F.
         i = jnp.arange(f_max, dtype=jnp.float32)
         active = i < F
@@ -136,7 +136,7 @@ def chain_jacobians(v, obs, x0, Fs, f_max: int | None = None) -> dict:
     keys = ("chain", "step_max", "step_mean", "step_logsum")
     out = {"F": list(Fs), **{k: [] for k in keys}}
     for F in Fs:
-        for k, a in zip(keys, run(x0, jnp.float32(F))):
+        for k, a in zip(keys, run(obs, x0, np.float32(F))):
             out[k].append(np.asarray(a))
     for k in keys:
         out[k] = np.stack(out[k])
@@ -152,20 +152,21 @@ def hop_vs_bptt(v, value, obs, x0, F: int) -> dict:
       the gradient its actor update passes through a single call of ``v``.
 
     Returns ``{"F", "cos": (F, N), "bptt_norm": (F, N), "hop_norm": (F, N)}``."""
-    x0 = jnp.asarray(x0, jnp.float32)
+    x0 = np.asarray(x0, np.float32)
     n = x0.shape[0]
-    obs = _bcast(obs, n)
-    ones = jnp.ones((n, 1), jnp.float32)
-    ts = jnp.arange(F, dtype=jnp.float32) / F
-
-    def step(x, t):
-        return flow.one_step(v, obs, x, ones * t, F)
-
-    def v_sum(x, t):
-        return jnp.sum(value(obs, x, ones * t))
+    obs_np = _bcast(obs, n)
+    ts_np = np.arange(F, dtype=np.float32) / F
 
     @jax.jit
-    def run(x0):
+    def run(obs, x0, ts):
+        ones = jnp.ones((n, 1), jnp.float32)
+
+        def step(x, t):
+            return flow.one_step(v, obs, x, ones * t, F)
+
+        def v_sum(x, t):
+            return jnp.sum(value(obs, x, ones * t))
+
         x_end, xs = jax.lax.scan(lambda x, t: (step(x, t)[0], x), x0, ts)  # xs[i] = x_i
         g_end = jax.grad(v_sum)(x_end, 1.0)
 
@@ -180,7 +181,7 @@ def hop_vs_bptt(v, value, obs, x0, F: int) -> dict:
         cos = jnp.sum(g_bptt * g_hop, -1) / jnp.maximum(nb * nh, 1e-12)
         return cos, nb, nh
 
-    cos, nb, nh = run(x0)
+    cos, nb, nh = run(obs_np, x0, ts_np)
     return {"F": F, "cos": np.asarray(cos), "bptt_norm": np.asarray(nb), "hop_norm": np.asarray(nh)}
 
 
@@ -199,26 +200,32 @@ def loglinear_fit(x, y) -> dict:
 def reversal_path(v, obs, actions, F: int) -> np.ndarray:
     """(F + 1, N, D) partial actions at t = k / F, k = 0..F, of ``actions`` as RQL's critic sees them:
     :func:`rql.flow.reverse` by the distance ``1 - t`` in ``F`` sub-steps from t = 1."""
-    actions = jnp.asarray(actions, jnp.float32)
+    actions = np.asarray(actions, np.float32)
     n = actions.shape[0]
-    obs = _bcast(obs, n)
-    dist = jnp.repeat(1.0 - jnp.arange(F + 1, dtype=jnp.float32) / F, n)
-    x, _ = flow.reverse(v, jnp.tile(obs, (F + 1, 1)), jnp.tile(actions, (F + 1, 1)), dist, F)
-    return np.asarray(x.reshape(F + 1, n, -1))
+    obs = np.tile(_bcast(obs, n), (F + 1, 1))
+    dist = np.repeat(1.0 - np.arange(F + 1, dtype=np.float32) / F, n)
+    run = jax.jit(lambda o, a, d: flow.reverse(v, o, a, d, F)[0])
+    x = run(obs, np.tile(actions, (F + 1, 1)), dist)
+    return np.asarray(x).reshape(F + 1, n, -1)
 
 
 def round_trip(v, obs, actions, Fs) -> dict:
     """Reverse dataset actions to noise with ``F`` steps, sample forward from that noise with ``F``
     steps (:func:`rql.flow.euler_sample`, unclipped), and measure how far the result lands from the
     action it started from (root mean square over action dims), per ``F``."""
-    actions = jnp.asarray(actions, jnp.float32)
+    actions = np.asarray(actions, np.float32)
     n = actions.shape[0]
     obs = _bcast(obs, n)
+    ones = np.ones((n,), np.float32)
     errs = []
     for F in Fs:
-        x0, _ = flow.reverse(v, obs, actions, jnp.ones((n,), jnp.float32), F)
-        back = flow.euler_sample(v, obs, x0, F, clip=False)
-        errs.append(np.asarray(jnp.sqrt(jnp.mean(jnp.square(back - actions), axis=-1))))
+        @jax.jit
+        def trip(o, a, d, F=F):
+            x0, _ = flow.reverse(v, o, a, d, F)
+            back = flow.euler_sample(v, o, x0, F, clip=False)
+            return jnp.sqrt(jnp.mean(jnp.square(back - a), axis=-1))
+
+        errs.append(np.asarray(trip(obs, actions, ones)))
     return {"F": list(Fs), "error": np.stack(errs)}
 
 
@@ -229,13 +236,13 @@ def value_along(value, obs, path) -> tuple[np.ndarray, np.ndarray]:
     obs = _bcast(obs, n)
 
     @jax.jit
-    def at(x, t):
+    def at(obs, x, t):
         tt = jnp.full((n, 1), t, jnp.float32)
-        val, grad = jax.value_and_grad(lambda x: jnp.sum(value(obs, x, tt)))(x)
+        grad = jax.grad(lambda x: jnp.sum(value(obs, x, tt)))(x)
         return value(obs, x, tt), jnp.linalg.norm(grad, axis=-1)
 
-    vals, grads = zip(*[at(jnp.asarray(path[k]), k / F) for k in range(F + 1)])
-    return np.asarray(jnp.stack(vals)), np.asarray(jnp.stack(grads))
+    out = [at(obs, np.asarray(path[k], np.float32), np.float32(k / F)) for k in range(F + 1)]
+    return np.stack([np.asarray(a) for a, _ in out]), np.stack([np.asarray(b) for _, b in out])
 
 
 def value_grids(value, obs, ts, lim: float, n: int = 60) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -243,15 +250,15 @@ def value_grids(value, obs, ts, lim: float, n: int = 60) -> tuple[np.ndarray, np
     [-lim, lim]^2, for every t in ``ts``; and the grid's coordinates."""
     g = np.linspace(-lim, lim, n, dtype=np.float32)
     X, Y = np.meshgrid(g, g)
-    pts = jnp.asarray(np.stack([X.ravel(), Y.ravel()], -1))
+    pts = np.stack([X.ravel(), Y.ravel()], -1)
     o = _bcast(obs, pts.shape[0])
 
     @jax.jit
-    def at(t):
+    def at(o, pts, t):
         tt = jnp.full((pts.shape[0], 1), t, jnp.float32)
         return value(o, pts, tt), jax.grad(lambda x: jnp.sum(value(o, x, tt)))(pts)
 
-    out = [at(jnp.float32(t)) for t in ts]
+    out = [at(o, pts, np.float32(t)) for t in ts]
     vals = np.stack([np.asarray(v).reshape(n, n) for v, _ in out])
     grads = np.stack([np.asarray(d).reshape(n, n, 2) for _, d in out])
     return vals, grads, g
@@ -269,7 +276,7 @@ def gradient_estimators(q, actions, sigmas, draws: int, batch: int, key) -> dict
 
     Returns per sigma the mean estimate and the total variance (trace of the covariance) of each, and
     under ``raw`` the estimates themselves."""
-    actions = jnp.asarray(actions, jnp.float32)
+    actions = jnp.asarray(np.asarray(actions, np.float32))
     n, d = actions.shape
     grad_q = jax.grad(lambda a: jnp.sum(q(a)))
 
@@ -287,9 +294,9 @@ def gradient_estimators(q, actions, sigmas, draws: int, batch: int, key) -> dict
 
     out = {"sigma": list(sigmas), "batch": batch, "draws": draws, "score": [], "score_baseline": [], "pathwise": [],
            "score_mean": [], "score_baseline_mean": [], "pathwise_mean": [], "raw": []}
-    keys = jax.random.split(key, draws)
-    all_sigmas = jax.jit(lambda keys, sig: jax.vmap(lambda s: jax.vmap(lambda k: one(k, s))(keys))(sig))
-    results = all_sigmas(keys, jnp.asarray(sigmas, jnp.float32))
+    all_sigmas = jax.jit(lambda key, sig: jax.vmap(lambda s: jax.vmap(lambda k: one(k, s))(
+        jax.random.split(key, draws)))(sig))
+    results = all_sigmas(key, np.asarray(sigmas, np.float32))
     for j, s in enumerate(sigmas):
         sf, sf_b, pw = (r[j] for r in results)
         raw = {}

@@ -8,7 +8,6 @@ import pathlib
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from rql.errors import RQLError
@@ -39,8 +38,8 @@ def _windows(ds, horizon: int, n: int, rng) -> tuple[np.ndarray, np.ndarray]:
 
 def _samples(agent, state, obs, k: int, seed: int) -> np.ndarray:
     """(S, k, chunk) policy samples, ``k`` per state."""
-    o = jnp.repeat(jnp.asarray(obs, jnp.float32), k, axis=0)
-    a = np.asarray(agent.act(state, o, jax.random.PRNGKey(seed)))
+    o = np.repeat(np.asarray(obs, np.float32), k, axis=0)
+    a = np.asarray(jax.jit(agent.act)(state, o, jax.random.PRNGKey(seed)))
     return a.reshape(obs.shape[0], k, -1)
 
 

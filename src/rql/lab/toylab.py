@@ -84,8 +84,9 @@ def _restore(run_dir):
 
 
 def _act(agent, state, obs, n, seed):
-    o = jnp.broadcast_to(jnp.asarray(obs, jnp.float32).reshape(1, -1), (n, agent.obs_dim))
-    return np.asarray(agent.act(state, o, jax.random.PRNGKey(seed))[:, 0])
+    """``n`` actions of the policy's own act function in one observation (first action of each chunk)."""
+    o = np.repeat(np.asarray(obs, np.float32).reshape(1, -1), n, axis=0)
+    return np.asarray(jax.jit(agent.act)(state, o, jax.random.PRNGKey(seed))[:, 0])
 
 
 def _took(r: dict) -> str:
@@ -131,6 +132,8 @@ def horizon_numbers(gamma: float, F: int, h: int, Fs=tuple(range(1, 33))) -> dic
 def run_toy_lab(out: pathlib.Path, task_spec: str = "toy:ring", steps: int = 3000, seed: int = 0,
                 agents=("flow-bc", "rql", "fql"), log=print) -> dict:
     t_start = time.time()
+    if not task_spec.startswith(toy.PREFIX):
+        task_spec = toy.PREFIX + task_spec
     task = toy.parse(task_spec)
     for need in ("flow-bc", "rql"):
         if need not in agents:
