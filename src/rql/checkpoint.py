@@ -109,6 +109,8 @@ class Checkpoints:
         if step not in self.steps():
             have = ", ".join(map(str, self.steps())) or "none"
             raise RQLError(f"{self.dir}: no checkpoint at step {step} (have: {have})")
+        if callable(template):  # a template per step (e.g. the online phase's checkpoints hold more)
+            template = template(step)
         abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), template)
         try:
             with _silenced():

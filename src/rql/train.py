@@ -57,8 +57,23 @@ class RunConfig:
     """Where the run is written (default: runs/<task>/<agent>-s<seed>-<time>)."""
     steps: int = 1_000_000
     """Offline gradient updates."""
+    online_steps: int = 0
+    """Online fine-tuning after the offline updates: environment steps in a training environment of --task
+    (one per seed), acting with the current (not EMA) actor, every step appended to a replay buffer on the
+    device that starts as the offline dataset, then --utd updates. Step counts (--eval-every, --save-every,
+    --log-every, metrics.csv 'step', checkpoint numbers) are totals: offline updates, then one per environment
+    step. Resume: the agent, the buffer, the RNG and the counters are restored exactly; the environment
+    episode in progress at the checkpoint cannot be (MuJoCo state): its stored steps are kept as a truncated
+    episode and a new episode starts, so a resumed online run is not bit-exact with an uninterrupted one."""
+    utd: int = 1
+    """Online phase: updates per environment step (update-to-data ratio)."""
+    buffer_size: int | None = None
+    """Online phase: replay-buffer capacity in steps, offline data included (default: offline size +
+    --online-steps). When full, new steps are no longer stored (nothing is dropped)."""
+    online_episode_steps: int = 0
+    """Online phase: time limit of a training episode in steps (0: the task's own limit)."""
     eval_every: int = 100_000
-    """Evaluate every N updates (0: only at the end)."""
+    """Evaluate every N steps (0: only at the end); with --online-steps counted in total steps."""
     eval_episodes: int = 50
     """Episodes per evaluation (0: no evaluation)."""
     eval_envs: int = 10
@@ -179,6 +194,10 @@ def make_eval_envs(task: str, n: int) -> list:
 def _validate(run: RunConfig) -> RunConfig:
     if run.steps <= 0:
         raise RQLError("--steps must be positive")
+    if run.online_steps < 0 or run.utd < 1 or run.online_episode_steps < 0:
+        raise RQLError("--online-steps and --online-episode-steps must not be negative, --utd at least 1")
+    if run.online_steps > 0 and not run.task:
+        raise RQLError("--online-steps needs --task (the environment to act in)")
     for name in ("eval_every", "log_every", "eval_episodes", "eval_envs", "updates_per_dispatch"):
         if getattr(run, name) < 0:
             raise RQLError(f"--{name.replace('_', '-')} must not be negative")
@@ -370,6 +389,7 @@ def train_group(run: RunConfig, agent_name: str, agent_cfg, seeds, run_dirs=None
     eval_envs: list[list] = []
     sharded = None
     bar = None
+    online = None
     signals = StopSignals()
     try:
         for s, d in zip(seeds, run_dirs):
@@ -395,6 +415,7 @@ def train_group(run: RunConfig, agent_name: str, agent_cfg, seeds, run_dirs=None
             if run.eval_episodes <= 0:
                 eval_envs = []
         dataset, sharded = _load_data(run, agent_cfg, task_env, dataset)
+        online_cap = _online_capacity(run, dataset, sharded)  # --- online fine-tuning (rql.online)
         agent = make_agent(agent_name, agent_cfg, dataset.obs_dim, dataset.action_dim)
         block = _block_size(run, sharded is not None)
         run_block = make_group_block(agent, agent_cfg.horizon, agent_cfg.batch_size, block)
@@ -403,7 +424,14 @@ def train_group(run: RunConfig, agent_name: str, agent_cfg, seeds, run_dirs=None
         ts = init_group_state(agent, seeds)
         resume_step = None
         if resume:
-            resume_step, restored = _restore_group(members, init_train_state(agent, seeds[0]), log)
+            template = init_train_state(agent, seeds[0])
+            if online_cap:  # checkpoints after the offline steps also hold the online buffer
+                _check_online_resume(run, members[0].dir)
+                from rql.online import online_template
+
+                offline_template, on_template = template, online_template(agent, seeds[0], online_cap)
+                template = lambda s: on_template if s > run.steps else offline_template  # noqa: E731
+            resume_step, restored = _restore_group(members, template, log)
             if resume_step is not None:
                 ts = restored
                 log(f"resuming {group_dir or run_dirs[0]} from step {resume_step}")
@@ -416,42 +444,53 @@ def train_group(run: RunConfig, agent_name: str, agent_cfg, seeds, run_dirs=None
                      "obs_dim": dataset.obs_dim, "action_dim": dataset.action_dim}
             if len(seeds) > 1:
                 extra["group"] = {"seeds": seeds, "dir": str(group_dir) if group_dir else None}
+            if online_cap:
+                extra["online"] = {"capacity": online_cap, "offline_size": dataset.size}
             for m in members:
                 save_config(m.dir, m.run, agent_name, agent_cfg, extra)
-        start = int(ts["step"][0])
+        online_state = None
+        if isinstance(ts, dict) and "online" in ts:  # resumed in the online phase
+            online_state, ts = ts, {k: v for k, v in ts.items() if k != "online"}
+        start = int(ts["step"][0]) if online_state is None else resume_step
 
         metric_keys = sorted(jax.eval_shape(run_block, ts, data)[1].keys())
         columns = ["step", "time_s", "updates_per_s", *metric_keys, *[f"eval/{k}" for k in EVAL_KEYS]]
+        if online_cap:
+            from rql.online import ONLINE_COLUMNS
+
+            columns += list(ONLINE_COLUMNS)
         for m in members:
             m.last_saved = resume_step
             m.open_logs(columns, resume_step, start, agent_name)
 
         policy = make_group_policy(agent) if eval_envs else None
 
-        def do_eval(step: int) -> list[dict]:
+        def do_eval(step: int, agent_states=None) -> list[dict]:
+            states = ts["agent"] if agent_states is None else agent_states
             keys = [jax.random.fold_in(jax.random.PRNGKey(m.seed + 1), step) for m in members]
-            res = evaluate_group(policy, ts["agent"], eval_envs, run.eval_episodes, keys,
+            res = evaluate_group(policy, states, eval_envs, run.eval_episodes, keys,
                                  [m.seed * 100_003 for m in members])
             for i, (m, r) in enumerate(zip(members, res)):
                 m.evals.append({"step": step, **r})
                 if run.video_episodes > 0:
                     from rql.video import record_eval_video
 
-                    record_eval_video(m.dir, step, agent, member_state(ts["agent"], i), run.task,
+                    record_eval_video(m.dir, step, agent, member_state(states, i), run.task,
                                       run.video_episodes, m.seed * 100_003, tb=m.tb, wb=m.wb)
             return res
 
-        def save(step: int) -> None:
+        def save(step: int, state=None) -> None:
             for i, m in enumerate(members):
                 if m.last_saved != step:
-                    m.ckpts.save(step, member_state(ts, i))
+                    m.ckpts.save(step, member_state(ts if state is None else state, i))
                     m.last_saved = step
 
         if run.progress:
             from tqdm.auto import tqdm
 
             desc = "train" if len(seeds) == 1 else f"train x{len(seeds)} seeds"
-            bar = tqdm(total=run.steps, initial=start, desc=desc, unit="upd", dynamic_ncols=True, smoothing=0.1)
+            bar = tqdm(total=run.steps + run.online_steps, initial=start, desc=desc, unit="step",
+                       dynamic_ncols=True, smoothing=0.1)
         t0 = time.time()
         t_last, step_last = t0, start
         step = start
@@ -509,10 +548,17 @@ def train_group(run: RunConfig, agent_name: str, agent_cfg, seeds, run_dirs=None
                     name = _signal.Signals(signals.requested).name
                     raise Stopped(f"stopped by {name} at step {step}; checkpoint {step} saved; "
                                   f"continue with: {resume_cmd}", signals.requested)
+            # --- online fine-tuning (rql.online): after the offline updates, in total steps
+            if online_cap and step < run.steps + run.online_steps:
+                ts, step, online = _online_hook(run, agent, agent_cfg, members, seeds, data, dataset.size,
+                                                online_cap, ts, online_state, step, do_eval if eval_envs else None,
+                                                save, bar, signals, resume_cmd)
     except KeyboardInterrupt:  # outside the main thread's handler (e.g. before it was installed)
         last = members[0].last_saved if members else None
         raise RQLError(f"interrupted; last checkpoint: step {last}; continue with: {resume_cmd}") from None
     finally:
+        if online is not None:
+            online.close()
         if bar is not None:
             bar.close()
         if sharded is not None:
@@ -544,6 +590,78 @@ def train_group(run: RunConfig, agent_name: str, agent_cfg, seeds, run_dirs=None
             m.wb.finish()
         summaries.append(summary)
     return summaries
+
+
+# ----------------------------------------------------------------------------- online fine-tuning hooks
+
+
+def _online_capacity(run: RunConfig, dataset: Dataset, sharded) -> int:
+    """Steps the online part of the replay buffer holds (0: no online phase)."""
+    if run.online_steps <= 0:
+        return 0
+    if sharded is not None:
+        raise RQLError("--online-steps with a folder of shards is not supported; give one dataset file")
+    size = run.buffer_size if run.buffer_size is not None else dataset.size + run.online_steps
+    if size <= dataset.size:
+        raise RQLError(f"--buffer-size {size} leaves no room for online steps: the buffer starts as the "
+                       f"offline dataset ({dataset.size} steps)")
+    return int(size - dataset.size)
+
+
+def _check_online_resume(run: RunConfig, run_dir: pathlib.Path) -> None:
+    saved, _, _, _ = load_run_config(run_dir)
+    if saved.steps != run.steps:
+        raise RQLError(f"{run_dir}: --steps cannot be changed when resuming a run with --online-steps "
+                       f"(checkpoint numbers past {saved.steps} are online steps)")
+
+
+def _online_hook(run, agent, agent_cfg, members, seeds, data, offline_size, capacity, ts, online_state, step,
+                 do_eval, save, bar, signals, resume_cmd):
+    """Run the online phase (:mod:`rql.online`) from total step ``step``; returns ``(ts, step, phase)``."""
+    from rql.data.loading import make_env
+    from rql.online import OnlinePhase, run_online
+
+    phase = OnlinePhase(run, agent, agent_cfg, seeds, data, offline_size, capacity, make_env)
+    if online_state is not None:
+        ts = phase.restore(online_state)
+    if bar is not None:
+        bar.set_description("online" if len(seeds) == 1 else f"online x{len(seeds)} seeds")
+    t0 = time.time()
+
+    def write_rows(rows, s):
+        try:
+            for m, row in zip(members, rows):
+                if row:
+                    m.write_row({**row, "time_s": time.time() - t0} if "updates_per_s" in row else row, s)
+        except OSError as e:
+            if is_no_space(e):
+                raise RQLError(f"no space left on device while writing metrics at step {s} in "
+                               f"{members[0].dir}; last complete checkpoint: {members[0].last_saved}") from None
+            raise
+
+    def check_finite(s, per_seed):
+        for m, mi in zip(members, per_seed):
+            bad = [k for k, v in mi.items() if not math.isfinite(v)]
+            if bad:
+                raise RQLError(f"training diverged at step {s} (seed {m.seed}: {', '.join(bad)} not finite); "
+                               f"last good checkpoint: {m.last_saved}; lower --agent.lr or check the data")
+
+    def stopped(s):
+        import signal as _signal
+
+        name = _signal.Signals(signals.requested).name
+        raise Stopped(f"stopped by {name} at step {s}; checkpoint {s} saved; continue with: {resume_cmd}",
+                      signals.requested)
+
+    try:
+        ts, step = run_online(phase, ts, step, total=run.steps + run.online_steps, log_every=run.log_every or 1,
+                              eval_every=run.eval_every, save_every=run.save_every, do_eval=do_eval, save=save,
+                              write_rows=write_rows, signals=signals, bar=bar, check_finite=check_finite,
+                              stopped=stopped)
+    except BaseException:
+        phase.close()
+        raise
+    return ts, step, phase
 
 
 def train(
@@ -588,6 +706,12 @@ def restore_agent(run_dir: str | pathlib.Path, checkpoint: int | None = None, lo
     ckpts = Checkpoints(pathlib.Path(run_dir) / "checkpoints")
     try:
         template = init_train_state(agent, run.seed)
+        if run.online_steps > 0 and doc.get("online"):  # checkpoints of the online phase hold the buffer too
+            from rql.online import online_template
+
+            offline_template = template
+            on_template = online_template(agent, run.seed, doc["online"]["capacity"])
+            template = lambda s: on_template if s > run.steps else offline_template  # noqa: E731
         if checkpoint is not None:
             ts, step = ckpts.restore(checkpoint, template), checkpoint
         else:
@@ -596,6 +720,8 @@ def restore_agent(run_dir: str | pathlib.Path, checkpoint: int | None = None, lo
                 raise RQLError(f"{run_dir}: no checkpoint saved yet")
     finally:
         ckpts.close()
+    if isinstance(ts, dict) and "online" in ts:
+        ts = {k: v for k, v in ts.items() if k != "online"}
     return run, agent, ts, step
 
 
