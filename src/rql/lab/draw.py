@@ -162,8 +162,8 @@ def horizon(h) -> bytes:
     ax = axes[1]
     Fs = np.asarray(h["Fs"])
     ax.plot(Fs, h["rql_backups90"], "o-", ms=3, label="RQL (flow steps undiscounted, t-free target)")
-    ax.plot(Fs, h["ext_backups90"], "s-", ms=3, label="each flow step a decision, gamma^(1/F) per step")
-    ax.plot(Fs, h["naive_env_steps"], "^-", ms=3, label="gamma per flow step: env horizon kept (steps)")
+    ax.plot(Fs, h["ext_backups90"], "s-", ms=3, label="each flow step a decision, gamma^(h/F) per step")
+    ax.plot(Fs, h["naive_env_steps"], "^-", ms=3, label="gamma^h per flow step: env horizon left (steps)")
     ax.set_yscale("log")
     ax.set_xlabel("flow steps F")
     ax.set_ylabel("backups to 90% of the mass / env steps")
@@ -244,15 +244,18 @@ def value_lines(vals, grads, modes, n_modes: int, best: int | None = None) -> by
     return png(fig)
 
 
-def value_frame(grid, vgrid, ggrid, points, modes, n_modes, t, vrange, centres=None, best=None, radius=None) -> bytes:
+def value_frame(grid, vgrid, ggrid, points, modes, n_modes, t, vrange, gscale, centres=None, best=None,
+                radius=None) -> bytes:
+    """V(s, ., t) on a grid with its gradient as arrows (the same length scale ``gscale`` in every frame)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(4.8, 4.4))
     im = ax.imshow(vgrid, extent=(grid[0], grid[-1], grid[0], grid[-1]), origin="lower", cmap="viridis",
                    vmin=vrange[0], vmax=vrange[1])
     fig.colorbar(im, ax=ax, fraction=0.046, label="V(s, x, t)")
     step = max(1, len(grid) // 16)
-    ax.quiver(grid[::step], grid[::step], ggrid[::step, ::step, 0], ggrid[::step, ::step, 1], color="w", alpha=0.6,
-              width=0.004)
+    arrow = 0.35 * (grid[1] - grid[0]) * step / max(gscale, 1e-12)  # gscale -> 35% of the arrow spacing
+    ax.quiver(grid[::step], grid[::step], arrow * ggrid[::step, ::step, 0], arrow * ggrid[::step, ::step, 1],
+              color="w", alpha=0.7, width=0.004, angles="xy", scale_units="xy", scale=1.0)
     cols = _colors_of(modes, n_modes)
     ax.scatter(points[:, 0], points[:, 1], s=9, c=cols, edgecolors="k", linewidths=0.3, zorder=4)
     if centres is not None:

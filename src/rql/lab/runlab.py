@@ -50,6 +50,13 @@ def run_run_lab(out: pathlib.Path, run_dir: str, baseline: str | None = None, ch
     t0 = time.time()
     run, agent, state, step = _load(run_dir, checkpoint)
     cfg = agent.config
+    base = None
+    if baseline:
+        _, b_agent, b_state, b_step = _load(baseline, None)
+        if (b_agent.obs_dim, b_agent.action_dim, b_agent.config.horizon) != (agent.obs_dim, agent.action_dim,
+                                                                            cfg.horizon):
+            raise RQLError(f"{baseline}: its observations, actions or chunk length differ from {run_dir}'s")
+        base = (f"{b_agent.name} ({pathlib.Path(baseline).name}, update {b_step})", b_agent, b_state)
     log(f"{run_dir}: {agent.name} at update {step}; loading its dataset ...")
     ds = load_dataset(run.task, run.dataset_path, run.dataset_dir, horizon=cfg.horizon, sparse=cfg.sparse,
                       download=False)
@@ -115,13 +122,7 @@ def run_run_lab(out: pathlib.Path, run_dir: str, baseline: str | None = None, ch
 
     # Sample spread per state -----------------------------------------------------------------
     K = 32
-    groups_all = [(label, agent, state)]
-    if baseline:
-        _, b_agent, b_state, b_step = _load(baseline, None)
-        if (b_agent.obs_dim, b_agent.action_dim, b_agent.config.horizon) != (agent.obs_dim, agent.action_dim,
-                                                                            cfg.horizon):
-            raise RQLError(f"{baseline}: its observations, actions or chunk length differ from {run_dir}'s")
-        groups_all.append((f"{b_agent.name} ({pathlib.Path(baseline).name}, update {b_step})", b_agent, b_state))
+    groups_all = [(label, agent, state)] + ([base] if base else [])
     spreads, draws = {}, []
     for i, (lab, a, s) in enumerate(groups_all):
         smp = _samples(a, s, obs, K, seed + 3 + i)

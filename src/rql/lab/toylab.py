@@ -98,14 +98,23 @@ def _pct(x):
 
 
 def horizon_numbers(gamma: float, F: int, h: int, Fs=tuple(range(1, 33))) -> dict:
-    """The value-horizon arithmetic of treating flow steps as decisions, computed."""
+    """The value-horizon arithmetic of treating flow steps as decisions, computed.
+
+    A decision executes a chunk of ``h`` environment steps (discount ``gamma^h``). RQL bootstraps once
+    per decision; making each of the ``F`` flow steps a decision bootstraps ``F`` times per decision,
+    with ``gamma^(h/F)`` per flow step to keep the same horizon, or with ``gamma^h`` per flow step,
+    which keeps the number of backups but shortens the horizon ``F``-fold."""
     H = 1.0 / (1.0 - gamma)
-    g_flow = gamma ** (1.0 / F)
-    k90 = np.log(0.1) / np.log(gamma)  # backups until 90% of the discount mass
-    ks = np.unique(np.logspace(0, np.log10(50 * k90 * F), 300).astype(int))
+    g_dec = gamma**h
+    g_flow = g_dec ** (1.0 / F)
+
+    def backups90(g):  # bootstrap backups until 90% of the discount mass sum_k g^k
+        return float(np.log(0.1) / np.log(g))
+
+    ks = np.unique(np.logspace(0, np.log10(50 * backups90(g_dec) * F), 300).astype(int))
 
     def share(g):
-        return 1.0 - g ** ks
+        return 1.0 - g**ks
 
     return {
         "gamma": gamma, "F": F, "h": h,
@@ -113,18 +122,18 @@ def horizon_numbers(gamma: float, F: int, h: int, Fs=tuple(range(1, 33))) -> dic
         "value_horizon_decisions_rql": H / h,
         "value_horizon_decisions_flow_steps": H / h * F,
         "discount_per_flow_step": g_flow,
-        "discount_mass_rql": 1.0 / (1.0 - gamma),
+        "discount_mass_rql": 1.0 / (1.0 - g_dec),
         "discount_mass_flow_steps": 1.0 / (1.0 - g_flow),
-        "backups_to_90pct_rql": float(k90),
-        "backups_to_90pct_flow_steps": float(np.log(0.1) / np.log(g_flow)),
-        "env_horizon_if_gamma_per_flow_step": 1.0 / (1.0 - gamma ** F),
+        "backups_to_90pct_rql": backups90(g_dec),
+        "backups_to_90pct_flow_steps": backups90(g_flow),
+        "env_horizon_if_gamma_per_flow_step": h / (1.0 - g_dec**F),
         "Fs": list(Fs),
-        "rql_backups90": [float(k90)] * len(Fs),
-        "ext_backups90": [float(np.log(0.1) / np.log(gamma ** (1.0 / f))) for f in Fs],
-        "naive_env_steps": [float(1.0 / (1.0 - gamma**f)) for f in Fs],
+        "rql_backups90": [backups90(g_dec)] * len(Fs),
+        "ext_backups90": [backups90(g_dec ** (1.0 / f)) for f in Fs],
+        "naive_env_steps": [float(h / (1.0 - g_dec**f)) for f in Fs],
         "mass_curves": [
-            (f"RQL: gamma={gamma} per environment step", (ks, share(gamma)), "-"),
-            (f"flow steps as decisions: gamma^(1/{F}) per flow step", (ks, share(g_flow)), "--"),
+            (f"RQL: gamma^h={g_dec:.4g} per decision", (ks, share(g_dec)), "-"),
+            (f"flow steps as decisions: gamma^(h/{F}) per flow step", (ks, share(g_flow)), "--"),
         ],
     }
 
@@ -162,6 +171,14 @@ def run_toy_lab(out: pathlib.Path, task_spec: str = "toy:ring", steps: int = 300
     WX, WY = np.meshgrid(gw, gw)
     landscape_wide = (gw, toy.reward(task, obs0, np.stack([WX.ravel(), WY.ravel()], -1)).reshape(len(gw), len(gw)))
 
+    section_seconds: dict[str, float] = {}
+    t_mark = [time.time()]
+
+    def tick(name):
+        now = time.time()
+        section_seconds[name] = now - t_mark[0]
+        t_mark[0] = now
+
     trained = {name: _restore(runs[name]["run_dir"]) for name in agents}
     fields = {name: M.fields(a, s) for name, (a, s, _) in trained.items()}
     rql_agent, rql_state, _ = trained["rql"]
@@ -172,14 +189,6 @@ def run_toy_lab(out: pathlib.Path, task_spec: str = "toy:ring", steps: int = 300
     numbers: dict = {"task": task_spec, "toy": dataclasses.asdict(task), "seed": seed, "runs": runs,
                      "agent_configs": {n: dataclasses.asdict(trained[n][0].config) for n in agents}}
     sections = []
-    section_seconds: dict[str, float] = {}
-    t_mark = [time.time()]
-
-    def tick(name):
-        now = time.time()
-        section_seconds[name] = now - t_mark[0]
-        t_mark[0] = now
-
     tick("restore")
 
     # 1. noise flowing into actions ------------------------------------------------------------
@@ -255,9 +264,13 @@ def run_toy_lab(out: pathlib.Path, task_spec: str = "toy:ring", steps: int = 300
         f"fit of log-norm against F has slope {c['log_chain_vs_F_fit']['slope']:.4f} per step): the chain does not "
         f"blow up with F here, it is the flow's geometry that makes it ill-conditioned, and BPTT pays F "
         f"Jacobian products to reach it. Right: RQL's gradient at step i passes through one call of v into "
-        f"V(s, x_(i+1), t_(i+1)); its direction agrees with the full backpropagated gradient of Q(action) "
-        f"(median cosine {c['hop_vs_bptt_cos_median']:.2f}) because V on partial actions already is the value of "
-        f"where the chain will end.",
+        f"V(s, x_(i+1), t_(i+1)). Its direction mostly agrees with the full backpropagated gradient of "
+        f"Q(action) = V(s, action, 1) (median cosine {c['hop_vs_bptt_cos_median']:.2f} over all steps, lowest "
+        f"per-step median {min(c['hop_vs_bptt_cos_median_per_step']):.2f}), since V on a partial action is "
+        f"trained to be the value of where its chain ends; but the backpropagated gradient at x_0 has median "
+        f"norm {c['bptt_norm_median_per_step'][0]:.3g} against {c['hop_norm_median_per_step'][0]:.3g} for the "
+        f"one hop: inside a basin the whole chain contracts, so the gradient through it nearly vanishes, while "
+        f"the slope of V at each t is learned directly.",
         [Picture("chain_gradient", [({}, draw.chain_gradient(cj, hop))], "chain gradient against F")]))
 
     tick("chain_gradient")
@@ -271,10 +284,10 @@ def run_toy_lab(out: pathlib.Path, task_spec: str = "toy:ring", steps: int = 300
         f"F = {F}, chunk h = {hz['h']}. The value horizon is H = 1/(1 - gamma) = {hz['value_horizon_env_steps']:.0f} "
         f"environment steps, {hz['value_horizon_decisions_rql']:.0f} decisions. Treating every flow step as a "
         f"decision makes it H x F = {hz['value_horizon_decisions_flow_steps']:.0f} decisions with a discount of "
-        f"gamma^(1/F) = {hz['discount_per_flow_step']:.5f} per flow step: discount mass "
+        f"gamma^(h/F) = {hz['discount_per_flow_step']:.5f} per flow step: discount mass "
         f"{hz['discount_mass_flow_steps']:.0f} instead of {hz['discount_mass_rql']:.0f}, and "
         f"{hz['backups_to_90pct_flow_steps']:.0f} instead of {hz['backups_to_90pct_rql']:.0f} bootstrap backups to "
-        f"reach 90% of it. Discounting each flow step by gamma instead keeps the backups but shrinks the horizon "
+        f"reach 90% of it. Discounting each flow step by gamma^h instead keeps the backups but shrinks the horizon "
         f"to {hz['env_horizon_if_gamma_per_flow_step']:.1f} environment steps. RQL does neither: flow steps are "
         f"deterministic, reward-free and undiscounted, and its value target does not depend on t.",
         [Picture("horizon", [({}, draw.horizon(hz))], "horizon arithmetic")]))
@@ -332,9 +345,11 @@ def run_toy_lab(out: pathlib.Path, task_spec: str = "toy:ring", steps: int = 300
         "grad_norm_max_over_min": float(gmed.max() / max(gmed.min(), 1e-9)),
     }
     vg, vgrad, gcoord = M.value_grids(f_rql.value, obs0, [k / F for k in range(F + 1)], 2.8, 60)
-    vr = (float(vg.min()), float(vg.max()))
-    vframes = [({"t": k}, draw.value_frame(gcoord, vg[k], vgrad[k], rpath[k], dmodes, task.modes, k / F, vr,
-                                           centres, best, rad)) for k in range(F + 1)]
+    # Colours span the values met along the chains (the grid extrapolates far from them).
+    vr = (float(np.percentile(vals, 1)), float(np.percentile(vals, 99)))
+    gscale = float(np.percentile(np.linalg.norm(vgrad, axis=-1), 95))
+    vframes = [({"t": k}, draw.value_frame(gcoord, vg[k], vgrad[k], rpath[k], dmodes, task.modes, k / F, vr, gscale,
+                                           *((centres, best, rad) if k == F else ()))) for k in range(F + 1)]
     sections.append(Section(
         "value", "5. The value along a reversed chain",
         f"RQL's value V(s, x_t, t) (ensemble mean) at the partial actions of the reversed chains of section 4. "
@@ -423,8 +438,9 @@ def run_toy_lab(out: pathlib.Path, task_spec: str = "toy:ring", steps: int = 300
              ("time", f"{t_total:.0f} s in all ({t_train:.0f} s training)")]
     intro = ("The ideas of Reversal Q-Learning, measured on networks trained by this project's own runner "
              "(rql.train.train) on a toy offline task with a 2-D action: behaviour actions from a ring of "
-             f"{task.modes} Gaussian blobs, a reward that prefers one of them. Flow BC, RQL and FQL were trained "
-             "with the settings in lab.json; every figure below is computed from their checkpoints.")
+             f"{task.modes} Gaussian blobs, a reward that prefers one of them. "
+             f"{', '.join(LABELS[n] for n in agents)} were trained with the settings in lab.json; every figure "
+             "below is computed from their checkpoints.")
     page = render(out, "rql lab: Reversal Q-Learning, measured", intro, sections, numbers, table)
     log(f"lab page: {page} ({t_total:.0f} s; training {t_train:.0f} s)")
     return numbers
