@@ -205,7 +205,7 @@ def cmd_train(argv: list[str]) -> int:
     default_cfg = build_config(agent_name, task, preset)
     agents = ", ".join(f"{n} ({s.description})" for n, s in sorted(REGISTRY.items()))
     description = (
-        f"Train an agent offline. Select the method with --agent NAME; one of: {agents}. "
+        f"Train an agent offline (then online with --online-steps). Select the method with --agent NAME; one of: {agents}. "
         f"Showing the fields of '{agent_name}' ({spec.description}); their defaults below already include "
         "the per-environment settings of --task and the --preset, when given on the same line. "
         "Override any agent field with --agent.FIELD VALUE."
