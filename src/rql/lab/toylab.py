@@ -211,8 +211,8 @@ def run_toy_lab(out: pathlib.Path, task_spec: str = "toy:ring", steps: int = 300
         f"Euler trajectories of the trained velocity fields from the same {len(x0)} noise draws x0 ~ N(0, I), "
         f"F = {F} steps, each path coloured by the mode of the ring its end lands in (grey: none; gold star: the "
         f"rewarded mode; green: the reward). The path from x0 is fully determined by the field: the only "
-        f"randomness is x0. Measured: {'; '.join(para)}. Flow BC splits the noise among all {task.modes} modes "
-        f"as the data does (1/{task.modes} each); RQL's field sends most of the noise to the rewarded mode.",
+        f"randomness is x0. Measured: {'; '.join(para)} (the behaviour data puts 1/{task.modes} = "
+        f"{_pct(1 / task.modes)} in each mode).",
         [Picture("flow_paths", frames, "Euler paths from noise to actions",
                  [("agent", "agent", ["flow-bc", "rql"], ["flow BC", "RQL"]),
                   ("k", "step", list(range(F + 1)), [f"{k}/{F}" for k in range(F + 1)])],
@@ -245,6 +245,12 @@ def run_toy_lab(out: pathlib.Path, task_spec: str = "toy:ring", steps: int = 300
     c["log_chain_vs_F_fit"] = M.loglinear_fit(Fs, c["chain_log10_median"])
     c["log_chain_vs_sum_log_steps_gap"] = float(np.median(np.abs(lc - cj["step_logsum"])))
     numbers["chain_gradient"] = c
+    med = c["chain_log10_median"]
+    converged = abs(med[-1] - med[15]) < 0.15
+    limit = ("tends to a limit (the Jacobian of the flow's ODE) instead of exploding or vanishing geometrically "
+             "with F; the flow's geometry makes it ill-conditioned, and BPTT pays F Jacobian products to reach it"
+             if converged else "is still changing at F = 32")
+    cos_step = c["hop_vs_bptt_cos_median_per_step"]
     sections.append(Section(
         "chain", "2. Gradient through the whole chain against F",
         f"For the trained RQL actor, the spectral norm of d action / d x0, the product of the F step Jacobians "
@@ -252,25 +258,22 @@ def run_toy_lab(out: pathlib.Path, task_spec: str = "toy:ring", steps: int = 300
         f"one step's Jacobian, for F = 1..32 over {lc.shape[1]} noise draws. At F = {F} the product's norm spans "
         f"10^{c['chain_log10_p10'][iF]:.2f} to 10^{c['chain_log10_p90'][iF]:.2f} (10-90%, median "
         f"10^{c['chain_log10_median'][iF]:.2f}; extremes 10^{c['chain_log10_min'][iF]:.2f} .. "
-        f"10^{c['chain_log10_max'][iF]:.2f}): contraction into a mode, expansion where the noise splits between "
-        f"modes. One step's norm is {c['one_step_norm_mean_median'][iF]:.3f} on average (F = {F}) and "
-        f"{c['one_step_norm_mean_median'][-1]:.3f} at F = 32. Measured per-step deviation F x (1 - |J|) = "
-        f"{c['F_times_one_minus_step'][7]:.2f}, {c['F_times_one_minus_step'][15]:.2f}, "
-        f"{c['F_times_one_minus_step'][31]:.2f} at F = 8, 16, 32: each step is I + O(1/F), so the chain is a "
-        f"product of F factors (1 - c/F) whose log-norm follows the sum of the F one-step log-norms (median gap "
-        f"{c['log_chain_vs_sum_log_steps_gap']:.2f} decades). With the flow's normalised time the product tends to "
-        f"the ODE's own Jacobian as F grows (median 10^{c['chain_log10_median'][0]:.2f} at F = 1, "
-        f"10^{c['chain_log10_median'][15]:.2f} at 16, 10^{c['chain_log10_median'][-1]:.2f} at 32; a straight-line "
-        f"fit of log-norm against F has slope {c['log_chain_vs_F_fit']['slope']:.4f} per step): the chain does not "
-        f"blow up with F here, it is the flow's geometry that makes it ill-conditioned, and BPTT pays F "
-        f"Jacobian products to reach it. Right: RQL's gradient at step i passes through one call of v into "
-        f"V(s, x_(i+1), t_(i+1)). Its direction mostly agrees with the full backpropagated gradient of "
-        f"Q(action) = V(s, action, 1) (median cosine {c['hop_vs_bptt_cos_median']:.2f} over all steps, lowest "
-        f"per-step median {min(c['hop_vs_bptt_cos_median_per_step']):.2f}), since V on a partial action is "
-        f"trained to be the value of where its chain ends; but the backpropagated gradient at x_0 has median "
-        f"norm {c['bptt_norm_median_per_step'][0]:.3g} against {c['hop_norm_median_per_step'][0]:.3g} for the "
-        f"one hop: inside a basin the whole chain contracts, so the gradient through it nearly vanishes, while "
-        f"the slope of V at each t is learned directly.",
+        f"10^{c['chain_log10_max'][iF]:.2f}): below 1 where the noise contracts into a mode, above 1 where it "
+        f"splits between modes. One step's norm is {c['one_step_norm_mean_median'][iF]:.3f} on average at F = {F} "
+        f"and {c['one_step_norm_mean_median'][-1]:.3f} at F = 32; the per-step deviation F x (1 - |J|) is "
+        f"{c['F_times_one_minus_step'][7]:.2f}, {c['F_times_one_minus_step'][15]:.2f} and "
+        f"{c['F_times_one_minus_step'][31]:.2f} at F = 8, 16, 32, so each step is I + O(1/F) and the chain is a "
+        f"product of F such factors: its log-norm follows the sum of the F one-step log-norms (median gap "
+        f"{c['log_chain_vs_sum_log_steps_gap']:.2f} decades). Because the flow's time is normalised (steps of "
+        f"1/F), the product's median is 10^{med[0]:.2f} at F = 1, 10^{med[15]:.2f} at F = 16 and 10^{med[-1]:.2f} "
+        f"at F = 32 (a straight line through log-norm against F has slope {c['log_chain_vs_F_fit']['slope']:.4f} "
+        f"per step, R^2 {c['log_chain_vs_F_fit']['r2']:.2f}): it {limit}. Right: RQL's gradient at step i "
+        f"passes through one call of v into V(s, x_(i+1), t_(i+1)). Against the full backpropagated gradient of "
+        f"Q(action) = V(s, action, 1) its median cosine is {c['hop_vs_bptt_cos_median']:.2f} over all steps "
+        f"(per step from {min(cos_step):.2f} to {max(cos_step):.2f}); the backpropagated gradient at x_0 has "
+        f"median norm {c['bptt_norm_median_per_step'][0]:.3g} against {c['hop_norm_median_per_step'][0]:.3g} for "
+        f"the one hop: where the chain contracts into a mode, the gradient through it nearly vanishes, while the "
+        f"slope of V at each t is learned directly.",
         [Picture("chain_gradient", [({}, draw.chain_gradient(cj, hop))], "chain gradient against F")]))
 
     tick("chain_gradient")
@@ -295,7 +298,7 @@ def run_toy_lab(out: pathlib.Path, task_spec: str = "toy:ring", steps: int = 300
     tick("horizon")
 
     # 4. flow reversal --------------------------------------------------------------------------
-    pick = rng.choice(in_state, 300, replace=False)
+    pick = rng.choice(in_state, min(300, len(in_state)), replace=False)
     acts = ds.actions[pick]
     dmodes = toy.nearest_mode(task, acts)
     rpath = M.reversal_path(f_rql.reverse, obs0, acts, F)
@@ -318,7 +321,8 @@ def run_toy_lab(out: pathlib.Path, task_spec: str = "toy:ring", steps: int = 300
         f"({x0r.std(0)[0]:.2f}, {x0r.std(0)[1]:.2f}) (N(0, I) has 0 and 1). Right: reverse with F steps, then "
         f"sample forward from the recovered noise with F steps: the median round-trip error is "
         f"{med[iF]:.3f} at F = {F}, {med[-2]:.3f} at F = 32 and {med[-1]:.4f} at F = 64, falling like "
-        f"F^{fit['slope']:.2f} (Euler is first order): reversal is the sampler run backwards, up to the step size.",
+        f"F^{fit['slope']:.2f}" + (" (Euler is first order): reversal is the sampler run backwards, up to the step "
+                                   "size." if -1.3 < fit["slope"] < -0.7 else "."),
         [Picture("reversal", [({}, draw.reversal(rpath, dmodes, centres, best, rad, rt, F))], "flow reversal")]))
 
     tick("reversal")
@@ -329,6 +333,8 @@ def run_toy_lab(out: pathlib.Path, task_spec: str = "toy:ring", steps: int = 300
     within = vals.max(0) - vals.min(0)
     across = float(np.nanmax(mode_means) - np.nanmin(mode_means))
     gmed = np.median(grads, 1)
+    ratio = float(np.median(within) / max(across, 1e-9))
+    gratio = float(gmed.max() / max(gmed.min(), 1e-9))
     true_r = np.array([toy.reward(task, obs0, acts[dmodes == k]).mean() if np.any(dmodes == k) else np.nan
                        for k in range(task.modes)])
     numbers["value_along_chain"] = {
@@ -336,13 +342,13 @@ def run_toy_lab(out: pathlib.Path, task_spec: str = "toy:ring", steps: int = 300
         "within_chain_range_median": float(np.median(within)),
         "within_chain_std_mean": float(vals.std(0).mean()),
         "across_mode_range": across,
-        "flatness_ratio": float(np.median(within) / max(across, 1e-9)),
+        "flatness_ratio": ratio,
         "value_by_mode_t1": mode_means.tolist(),
         "value_by_mode_t0": [float(vals[0, dmodes == k].mean()) if np.any(dmodes == k) else None
                              for k in range(task.modes)],
         "reward_by_mode": true_r.tolist(),
         "grad_norm_median": gmed.tolist(),
-        "grad_norm_max_over_min": float(gmed.max() / max(gmed.min(), 1e-9)),
+        "grad_norm_max_over_min": gratio,
     }
     vg, vgrad, gcoord = M.value_grids(f_rql.value, obs0, [k / F for k in range(F + 1)], 2.8, 60)
     # Colours span the values met along the chains (the grid extrapolates far from them).
@@ -353,10 +359,11 @@ def run_toy_lab(out: pathlib.Path, task_spec: str = "toy:ring", steps: int = 300
     sections.append(Section(
         "value", "5. The value along a reversed chain",
         f"RQL's value V(s, x_t, t) (ensemble mean) at the partial actions of the reversed chains of section 4. "
-        f"Along one chain the value barely moves: median range over t {np.median(within):.3f}, against "
-        f"{across:.3f} between the modes' values at t = 1 (ratio {np.median(within) / max(across, 1e-9):.2f}); its "
+        f"Along one chain the value {'barely moves' if ratio < 0.3 else 'moves'}: median range over t "
+        f"{np.median(within):.3f}, against {across:.3f} between the modes' values at t = 1 (ratio {ratio:.2f}); its "
         f"value per mode at t = 1 is {', '.join(f'{v:.2f}' for v in mode_means)} for rewards "
-        f"{', '.join(f'{v:.2f}' for v in true_r)}. Its slope does change: the median |grad_x V| is "
+        f"{', '.join(f'{v:.2f}' for v in true_r)}. Its slope {'does' if gratio > 1.3 else 'hardly does'} "
+        f"change: the median |grad_x V| is "
         f"{gmed[0]:.3f} at t = 0, {gmed[F // 2]:.3f} at t = 0.5 and {gmed[-1]:.3f} at t = 1 (largest/smallest "
         f"over t: {gmed.max() / max(gmed.min(), 1e-9):.1f}x). That is why V takes t: the scalar is the Q-value of "
         f"the action the chain will become, but the direction to move x_t depends on the noise level. Slide t "
@@ -387,6 +394,9 @@ def run_toy_lab(out: pathlib.Path, task_spec: str = "toy:ring", steps: int = 300
     se = np.hypot(ge["score_baseline_stderr"], ge["pathwise_stderr"])
     numbers["estimators"]["means_differ_in_stderrs"] = (diff / np.maximum(se, 1e-12)).max(1).tolist()
     z1 = numbers["estimators"]["means_differ_in_stderrs"][i1]
+    sf_slope = M.loglinear_fit(np.log(sigmas), np.log(ge["score"]))["slope"]
+    pw_slope = M.loglinear_fit(np.log(sigmas), np.log(ge["pathwise"]))["slope"]
+    numbers["estimators"]["variance_vs_sigma_loglog_slope"] = {"score": sf_slope, "pathwise": pw_slope}
     sections.append(Section(
         "estimators", "6. Score-function vs pathwise gradients",
         f"The same gradient, d/db E[Q(a + b + sigma eps)] at b = 0, with a drawn from the flow BC policy and Q = "
@@ -397,16 +407,17 @@ def run_toy_lab(out: pathlib.Path, task_spec: str = "toy:ring", steps: int = 300
         f"{ge['score_baseline'][i1] / ge['pathwise'][i1]:.0f}x less for the pathwise one. Both estimate the same "
         f"vector: their means over the draws, ({ge['score_baseline_mean'][i1][0]:.3f}, "
         f"{ge['score_baseline_mean'][i1][1]:.3f}) and ({ge['pathwise_mean'][i1][0]:.3f}, "
-        f"{ge['pathwise_mean'][i1][1]:.3f}), differ by {z1:.1f} standard errors at most. The score function's variance "
-        f"grows like 1/sigma^2 as the policy sharpens ({ge['score'][0]:.3g} at sigma = {sigmas[0]}); the pathwise "
-        f"one stays flat. RQL's actor update is pathwise, one flow step at a time.",
+        f"{ge['pathwise_mean'][i1][1]:.3f}), differ by {z1:.1f} standard errors at most. Against sigma, the "
+        f"variance goes like sigma^{sf_slope:.2f} for the score function ({ge['score'][0]:.3g} at sigma = "
+        f"{sigmas[0]}) and sigma^{pw_slope:.2f} for the pathwise estimate. RQL's actor update is pathwise, one "
+        f"flow step at a time.",
         [Picture("estimators", [({}, draw.estimators(ge, clouds))], "gradient estimators")]))
 
     tick("estimators")
 
     # 7. policies before and after -----------------------------------------------------------
     panels = []
-    data_acts = ds.actions[rng.choice(in_state, 1000, replace=False)]
+    data_acts = ds.actions[rng.choice(in_state, min(1000, len(in_state)), replace=False)]
     data_succ = float(toy.success(task, obs0, data_acts).mean())
     panels.append(("dataset (behaviour)", data_acts, data_succ))
     numbers["policies"] = {"dataset": {"rewarded": data_succ}}
@@ -425,8 +436,8 @@ def run_toy_lab(out: pathlib.Path, task_spec: str = "toy:ring", steps: int = 300
         f"one-step policy for FQL) on the reward landscape. In the rewarded mode: dataset "
         f"{_pct(pol['dataset']['rewarded'])}, " + ", ".join(
             f"{LABELS[n]} {_pct(pol[n]['rewarded'])} (mean reward {pol[n]['mean_reward']:.2f})" for n in agents)
-        + ". Flow BC reproduces the behaviour's even split; RQL moves its samples to the rewarded mode while "
-          f"its BC term (alpha = {rql_agent.config.alpha}) keeps them on the data.",
+        + f". RQL keeps a behaviour-cloning term (alpha = {rql_agent.config.alpha}); "
+          f"{_pct(pol['rql']['no_mode'])} of its samples land between modes.",
         [Picture("policies", [({}, draw.policies(panels, centres, best, rad, landscape))], "policy samples")]))
 
     tick("policies")
@@ -436,11 +447,14 @@ def run_toy_lab(out: pathlib.Path, task_spec: str = "toy:ring", steps: int = 300
     table = [("task", f"{task_spec} ({task.modes} modes, rewarded mode {best})"),
              *[(LABELS[n], f"{runs[n]['steps']} updates, {_took(runs[n])} -> {runs[n]['run_dir']}") for n in agents],
              ("time", f"{t_total:.0f} s in all ({t_train:.0f} s training)")]
+    trained_names = ", ".join(LABELS[n] for n in agents)
     intro = ("The ideas of Reversal Q-Learning, measured on networks trained by this project's own runner "
              "(rql.train.train) on a toy offline task with a 2-D action: behaviour actions from a ring of "
              f"{task.modes} Gaussian blobs, a reward that prefers one of them. "
-             f"{', '.join(LABELS[n] for n in agents)} were trained with the settings in lab.json; every figure "
-             "below is computed from their checkpoints.")
+             f"{trained_names[0].upper() + trained_names[1:]} were trained with the settings in lab.json; "
+             "every figure below is computed from their checkpoints."
+             + (f" The state names the rewarded mode; the figures are drawn in the state that rewards mode {best}."
+                if task.context else ""))
     page = render(out, "rql lab: Reversal Q-Learning, measured", intro, sections, numbers, table)
     log(f"lab page: {page} ({t_total:.0f} s; training {t_train:.0f} s)")
     return numbers
