@@ -1,6 +1,7 @@
 """One contract every registered agent passes: it trains (a stable loss falls on a fixed tiny
 dataset), acts inside [-1, 1] with the right shape, survives a save/restore round trip with
-identical actions, and resumes bit for bit."""
+identical actions, and resumes bit for bit. It is trained as a group of two seeds, through the
+compiled learner every run uses (``rql train`` is a group of one), so every agent supports ``--seeds``."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from rql.agents import REGISTRY, build_config
 from rql.bench import synthetic_dataset
 from rql.checkpoint import Checkpoints
 from rql.data.device import to_device
-from rql.train import init_train_state, make_block
+from rql.learner import init_group_state, init_train_state, make_group_block, member_state
 
 OBS, ACT, H, B = 6, 2, 2, 32
 BLOCK, BLOCKS = 50, 4
@@ -68,18 +69,20 @@ def test_agent_contract(name, data, tmp_path):
     cfg = tiny_config(name)
     agent = spec.make(cfg, OBS, ACT)
     assert agent.config.horizon == H
-    run_block = make_block(agent, H, B, BLOCK)
+    run_block = make_group_block(agent, H, B, BLOCK)
 
-    ts = init_train_state(agent, seed=0)
+    group = init_group_state(agent, [0, 7])
+    assert_trees_equal(member_state(group, 1), init_train_state(agent, seed=7))
     history = []
     for _ in range(BLOCKS):
-        ts, metrics = run_block(ts, data)
-        history.append({k: float(v) for k, v in metrics.items()})
-    assert all(np.isfinite(v) for m in history for v in m.values()), history[-1]
+        group, metrics = run_block(group, data)
+        history.append({k: np.asarray(v) for k, v in metrics.items()})
+    assert all(v.shape == (2,) and np.all(np.isfinite(v)) for m in history for v in m.values()), history[-1]
 
     key = next(k for k in STABLE_KEYS if k in history[0])
     first, last = history[0][key], history[-1][key]
-    assert last < first, f"{name}: {key} did not fall ({first:.4f} -> {last:.4f})"
+    assert np.all(last < first), f"{name}: {key} did not fall ({first} -> {last})"
+    ts = member_state(group, 0)
 
     # Acting: shape, range, determinism given the key.
     act = jax.jit(agent.act)
@@ -99,8 +102,9 @@ def test_agent_contract(name, data, tmp_path):
     np.testing.assert_array_equal(a, np.asarray(act(restored["agent"], obs, jax.random.PRNGKey(2))))
 
     # Resuming from the restored state equals continuing without saving.
-    continued, _ = run_block(host_copy(ts), data)
-    resumed, _ = run_block(host_copy(restored), data)
-    assert int(resumed["step"]) == step + BLOCK
+    continued, _ = run_block(host_copy(group), data)
+    restored_group = jax.tree_util.tree_map(lambda r, g: jnp.stack([r, g[1]]), restored, group)
+    resumed, _ = run_block(host_copy(restored_group), data)
+    assert int(resumed["step"][0]) == step + BLOCK
     assert_trees_equal(resumed["agent"]["params"], continued["agent"]["params"])
     assert_trees_equal(resumed, continued)
