@@ -21,7 +21,9 @@ from rql.faults import is_no_space
 
 
 def _ocp():
-    for name in ("absl", "orbax", "jax._src.distributed"):
+    # asyncio/concurrent.futures: orbax's writer threads report a failed write (a full disk) again
+    # after the save has failed and been reported in one line.
+    for name in ("absl", "orbax", "jax._src.distributed", "asyncio", "concurrent.futures"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
     warnings.filterwarnings("ignore", module="orbax")
     import orbax.checkpoint as ocp
@@ -78,6 +80,7 @@ class Checkpoints:
                 self.manager.save(step, args=self._ocp.args.StandardSave(state), force=True)
                 self.manager.wait_until_finished()
         except Exception as e:
+            self._settle()  # let orbax's writer threads end before anything else (or the exit) happens
             self.remove_temporaries()
             last = [s for s in self._readable_steps() if s != step]
             last_txt = str(last[-1]) if last else "none"
@@ -87,6 +90,18 @@ class Checkpoints:
             raise RQLError(f"could not save checkpoint {step} in {self.dir} ({type(e).__name__}: "
                            f"{str(e).splitlines()[0][:200] if str(e) else ''}); last complete checkpoint: "
                            f"{last_txt}") from None
+
+    def _settle(self) -> None:
+        for wait in (self.manager.wait_until_finished, self.manager.close):
+            try:
+                with _silenced():
+                    wait()
+            except Exception:
+                pass
+        try:
+            self._open()
+        except Exception:
+            pass
 
     def _readable_steps(self) -> list[int]:
         try:
