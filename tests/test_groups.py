@@ -119,22 +119,10 @@ def _assert_groups_equal(a, b):
         assert steps == list(range(200, 1201, 200))
 
 
-def test_kill_9_during_group_then_resume(uninterrupted_group, tiny_ogbench, tmp_path):
-    b = tmp_path / "b"
-    proc = subprocess.Popen(_cli(*COMMON, "--dataset-path", str(tiny_ogbench), "--steps", "1200", "--seeds", "0,1",
-                                 "--run-dir", str(b)), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _wait_for_checkpoints(proc, b / "s1" / "checkpoints", 2)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    done = [int(s) for s in os.listdir(b / "s1" / "checkpoints") if s.isdigit()]
-    assert max(done) < 1200, "the run finished before it could be killed"
-    r = subprocess.run(_cli("train", "--resume", str(b)), env=_env(), capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    assert "resuming" in r.stdout
-    _assert_groups_equal(uninterrupted_group, b)
-
-
-def test_sigterm_saves_then_resume_equals_uninterrupted(uninterrupted_group, tiny_ogbench, tmp_path):
+def test_sigterm_then_kill_9_during_a_group_then_resume(uninterrupted_group, tiny_ogbench, tmp_path):
+    """SIGTERM saves at the step it stopped (off the --save-every grid) and says how to resume;
+    kill -9 loses only the updates since the last checkpoint; both resumes end equal to a run
+    that was never interrupted."""
     b = tmp_path / "b"
     proc = subprocess.Popen(_cli(*COMMON, "--dataset-path", str(tiny_ogbench), "--steps", "1200", "--seeds", "0,1",
                                  "--updates-per-dispatch", "50", "--run-dir", str(b)),
@@ -147,10 +135,20 @@ def test_sigterm_saves_then_resume_equals_uninterrupted(uninterrupted_group, tin
     assert last.startswith("error: stopped by SIGTERM at step ") and f"rql train --resume {b}" in last, err
     stopped_at = int(last.split("at step ")[1].split(";")[0])
     assert stopped_at % 50 == 0 and stopped_at < 1200
-    for s in ("s0", "s1"):  # the step it stopped at was saved, even off the --save-every grid
+    for s in ("s0", "s1"):
         assert stopped_at in [int(x) for x in os.listdir(b / s / "checkpoints") if x.isdigit()]
     assert "Traceback" not in err
+
+    proc = subprocess.Popen(_cli("train", "--resume", str(b)), env=dict(_env(), PYTHONUNBUFFERED="1"), stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    _wait_for_checkpoints(proc, b / "s1" / "checkpoints", len(os.listdir(b / "s1" / "checkpoints")) + 1)
+    os.kill(proc.pid, signal.SIGKILL)
+    out, _ = proc.communicate()
+    assert f"from step {stopped_at}" in out
+    done = [int(s) for s in os.listdir(b / "s1" / "checkpoints") if s.isdigit()]
+    assert max(done) < 1200, "the run finished before it could be killed"
+
     r = subprocess.run(_cli("train", "--resume", str(b)), env=_env(), capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert f"from step {stopped_at}" in r.stdout
+    assert "resuming" in r.stdout  # after kill -9 the kernel dropped the run lock: no stale lock
     _assert_groups_equal(uninterrupted_group, b)
