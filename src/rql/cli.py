@@ -460,6 +460,9 @@ def main(argv: list[str] | None = None) -> int:
         return getattr(e, "exit_code", 2)
     except KeyboardInterrupt:
         return _fail("interrupted")
+    except BrokenPipeError:  # output piped into a program that stopped reading, e.g. `rql train --help | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except ModuleNotFoundError as e:
         return _fail(f"{e}; this command needs a part of rql that is not installed")
 
