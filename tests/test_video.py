@@ -160,20 +160,25 @@ def tiny_run(tiny_ogbench, tmp_path_factory):
     return d
 
 
-def test_rql_eval_video_writes_a_decodable_grid(tiny_run, capsys, monkeypatch):
+def _short_rendered_episodes(monkeypatch, steps: int) -> None:
+    """Skip without an OpenGL backend; otherwise shorten the task's episodes to ``steps`` (software
+    rendering of the cube scene takes tens of milliseconds a frame; evaluation and video both build
+    their environments through ``make_env``)."""
     import rql.data.loading as loading
-    from rql.cli import main
+    from rql.video import select_gl_backend
 
     try:
-        from rql.video import select_gl_backend
-
         select_gl_backend()
     except RQLError as e:
         pytest.skip(f"no OpenGL backend renders MuJoCo here: {e}")
-    # Software rendering of the cube scene takes tens of milliseconds a frame: episodes of 40 steps
-    # instead of 200 keep this test fast (evaluation and video both build their environments here).
     make_env = loading.make_env
-    monkeypatch.setattr(loading, "make_env", lambda task, **kw: make_env(task, max_episode_steps=40, **kw))
+    monkeypatch.setattr(loading, "make_env", lambda task, **kw: make_env(task, max_episode_steps=steps, **kw))
+
+
+def test_rql_eval_video_writes_a_decodable_grid(tiny_run, capsys, monkeypatch):
+    from rql.cli import main
+
+    _short_rendered_episodes(monkeypatch, 40)
     assert main(["eval", str(tiny_run), "--episodes", "2", "--envs", "2", "--video", "2", "--video-size", "48",
                  "--json"]) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -195,16 +200,10 @@ def test_record_eval_video_for_the_training_loop(tiny_run, tmp_path, monkeypatch
     import jax
     from tensorboardX import SummaryWriter
 
-    import rql.data.loading as loading
     from rql.train import restore_agent
-    from rql.video import record_eval_video, select_gl_backend
+    from rql.video import record_eval_video
 
-    try:
-        select_gl_backend()
-    except RQLError as e:
-        pytest.skip(f"no OpenGL backend renders MuJoCo here: {e}")
-    make_env = loading.make_env
-    monkeypatch.setattr(loading, "make_env", lambda task, **kw: make_env(task, max_episode_steps=10, **kw))
+    _short_rendered_episodes(monkeypatch, 10)
     logged = []
     monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(
         Video=lambda path, caption=None, format=None: ("Video", path, caption, format)))
@@ -223,17 +222,10 @@ def test_record_eval_video_for_the_training_loop(tiny_run, tmp_path, monkeypatch
 
 
 def test_training_with_video_episodes_writes_a_video_per_seed(tiny_ogbench, tmp_path, monkeypatch):
-    import rql.data.loading as loading
     from rql.agents import build_config
     from rql.train import RunConfig, train_group
-    from rql.video import select_gl_backend
 
-    try:
-        select_gl_backend()
-    except RQLError as e:
-        pytest.skip(f"no OpenGL backend renders MuJoCo here: {e}")
-    make_env = loading.make_env
-    monkeypatch.setattr(loading, "make_env", lambda task, **kw: make_env(task, max_episode_steps=10, **kw))
+    _short_rendered_episodes(monkeypatch, 10)
     run = RunConfig(task=TASK, dataset_path=str(tiny_ogbench), steps=4, log_every=2, eval_every=0,
                     eval_episodes=1, eval_envs=1, video_episodes=1, progress=False)
     cfg = build_config("flow-bc", TASK, None, dict(actor_hidden_dims=(16, 16), batch_size=16, horizon=2))

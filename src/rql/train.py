@@ -340,8 +340,9 @@ class Member:
         self.lock.release()
 
 
-def _restore_group(members: list[Member], template, log) -> int | None:
-    """Restore every member at the newest step that reads in all of them; ``None``: no checkpoint."""
+def _restore_group(members: list[Member], template, log):
+    """``(step, stacked state)`` restored at the newest step that reads in every member (newer
+    checkpoints of some members are dropped); ``(None, None)`` when some member has none."""
     target = None
     while True:
         got = [m.ckpts.restore_newest(template, at_most=target, log=log) for m in members]
