@@ -17,7 +17,7 @@ import jax
 import numpy as np
 
 from rql.errors import RQLError
-from rql.faults import is_no_space
+from rql.faults import is_no_space, quiet_other_threads
 
 
 def _ocp():
@@ -75,10 +75,15 @@ class Checkpoints:
 
     def save(self, step: int, state) -> None:
         """Save atomically; a full disk becomes one line and leaves no temporary folder behind."""
+        quiet = quiet_other_threads()
         try:
-            with _silenced():
-                self.manager.save(step, args=self._ocp.args.StandardSave(state), force=True)
-                self.manager.wait_until_finished()
+            with quiet, _silenced():
+                try:
+                    self.manager.save(step, args=self._ocp.args.StandardSave(state), force=True)
+                    self.manager.wait_until_finished()
+                except Exception:
+                    quiet.keep()
+                    raise
         except Exception as e:
             self._settle()  # let orbax's writer threads end before anything else (or the exit) happens
             self.remove_temporaries()

@@ -15,6 +15,45 @@ from rql.errors import RQLError
 LOCK_NAME = ".lock"
 
 
+class _MainThreadStderr:
+    """``sys.stderr`` that drops what other threads write. A checkpoint write that fails part way
+    (a full disk) leaves orbax's storage threads finishing their own writes after orbax has closed
+    its event loop, and each one prints a traceback ('Event loop is closed') from its own thread;
+    the main thread reports the failure in one line instead."""
+
+    def __init__(self, real):
+        self.real = real
+
+    def write(self, text):
+        if threading.current_thread() is threading.main_thread():
+            return self.real.write(text)
+        return len(text)
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+class quiet_other_threads:
+    """Within the block, only the main thread's writes to ``sys.stderr`` show. ``keep()`` leaves
+    the filter in place after the block (after a failed write, whose stray threads may go on
+    printing until the process ends)."""
+
+    def __enter__(self):
+        self._real = sys.stderr
+        self._kept = False
+        if not isinstance(sys.stderr, _MainThreadStderr):
+            sys.stderr = _MainThreadStderr(sys.stderr)
+        return self
+
+    def keep(self) -> None:
+        self._kept = True
+
+    def __exit__(self, *exc):
+        if not self._kept:
+            sys.stderr = self._real
+        return False
+
+
 class Stopped(RQLError):
     """Training stopped by a signal after saving; the exit status is the shell's ``128 + signal``."""
 
