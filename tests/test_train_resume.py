@@ -31,7 +31,8 @@ def final_params(run_dir, step):
 def test_end_to_end_run_directory(tiny_ogbench, tmp_path, capsys):
     cfg = build_config("rql", TASK, None, TINY)
     run = RunConfig(task=TASK, dataset_path=str(tiny_ogbench), run_dir=str(tmp_path / "run"), steps=40,
-                    eval_every=20, eval_episodes=2, eval_envs=2, log_every=10, progress=False)
+                    eval_every=20, eval_episodes=2, final_eval_episodes=3, eval_envs=2, log_every=10,
+                    progress=False)
     summary = train(run, "rql", cfg, log=lambda *a: None)
     d = tmp_path / "run"
     assert {"config.json", "metrics.csv", "summary.json", "tb", "checkpoints"} <= set(os.listdir(d))
@@ -41,7 +42,8 @@ def test_end_to_end_run_directory(tiny_ogbench, tmp_path, capsys):
     assert rows[1]["eval/success"] != "" and rows[0]["eval/success"] == ""
     assert all(np.isfinite(float(r["loss/total"])) for r in rows)
     s = json.loads((d / "summary.json").read_text())
-    assert s["steps"] == 40 and s["final_eval"]["episodes"] == 2
+    assert s["steps"] == 40 and s["final_eval"]["episodes"] == 3  # --final-eval-episodes at the last step
+    assert [e["episodes"] for e in s["evals"]] == [2, 3]
     assert 0.0 <= s["final_eval"]["success_ci_low"] <= s["final_eval"]["success"] <= s["final_eval"]["success_ci_high"]
     assert summary["final_eval"] == s["final_eval"]
     cfgdoc = json.loads((d / "config.json").read_text())

@@ -126,7 +126,7 @@ def read_run(run_dir: pathlib.Path) -> Run:
         label = doc.get("label")  # a variant name (e.g. 'rql-alpha=3', written by 'rql sweep'): its own row
         run_cfg = doc.get("run", {})
         seed = int(run_cfg.get("seed", 0))
-        episodes = int(run_cfg.get("eval_episodes") or 0)
+        episodes = int(run_cfg.get("final_eval_episodes") or run_cfg.get("eval_episodes") or 0)
         task = run_cfg.get("task")
         if not task:
             source = run_cfg.get("dataset_path") or (doc.get("dataset") or {}).get("source") or "dataset"

@@ -1,9 +1,11 @@
 """``rql demo``: the whole pipeline on a laptop-sized budget, offline.
 
-1. generate a small ``cube-single-play`` dataset with OGBench's scripted oracles (cached);
-2. train RQL with the ``small`` preset, evaluating as it goes;
-3. train flow behaviour cloning of the same size for the same number of updates;
-4. write a learning-curve plot and a short report (markdown and JSON) into the output folder.
+1. generate a ``cube-single-play`` dataset with OGBench's scripted oracles (cached);
+2. train RQL with the ``small`` preset, evaluating as it goes and with many episodes at the end;
+3. train flow behaviour cloning of the same size for the same number of updates, evaluated alike;
+4. write a learning-curve plot and a short report (markdown and JSON) into the output folder, saying
+   whether RQL's 95% interval lies above flow BC's;
+5. draw the lab page (``rql lab --run``) of the trained RQL run beside flow BC.
 
 Re-running continues where it stopped: finished runs are reused, interrupted ones resumed.
 """
@@ -37,11 +39,15 @@ class DemoArgs:
     eval_every: int = 5_000
     """Evaluate every N updates."""
     eval_episodes: int = 50
-    """Episodes per evaluation."""
+    """Episodes per evaluation during training (the learning curves)."""
+    final_episodes: int = 300
+    """Episodes of the final evaluation of each agent (its success and 95% interval in the report)."""
     seed: int = 0
     """Seed of data generation, training and evaluation."""
     baseline: bool = True
     """Also train the flow-BC baseline (same network, same updates)."""
+    lab: bool = True
+    """End with the lab page of the trained RQL run (rql lab --run), beside flow BC: <out>/lab/index.html."""
 
 
 def _dataset(args: DemoArgs, log) -> pathlib.Path:
@@ -52,11 +58,11 @@ def _dataset(args: DemoArgs, log) -> pathlib.Path:
     folder = pathlib.Path(args.data_dir).expanduser() / f"{args.episodes}ep{length}-s{args.seed}"
     path = folder / f"{dataset_name}.npz"
     if path.exists():
-        log(f"[1/4] dataset: using cached {path}")
+        log(f"[1/5] dataset: using cached {path}")
         return path
     from rql.data.generate import generate
 
-    log(f"[1/4] dataset: generating {args.episodes} episodes of {dataset_name} into {folder} "
+    log(f"[1/5] dataset: generating {args.episodes} episodes of {dataset_name} into {folder} "
         f"({args.workers} workers; cached for next time)")
     generate(dataset_name, out_dir=folder, episodes=args.episodes, max_steps=args.max_steps, seed=args.seed,
              workers=args.workers)
@@ -69,37 +75,39 @@ def _train_or_resume(agent: str, args: DemoArgs, data_path: pathlib.Path, run_di
 
     if (run_dir / "summary.json").exists():
         summary = json.loads((run_dir / "summary.json").read_text())
-        if summary.get("steps") == args.steps:
+        final = summary.get("final_eval") or {}
+        if summary.get("steps") == args.steps and final.get("episodes") == args.final_episodes:
             log(f"{label}: finished earlier, reusing {run_dir}")
             return summary
     if (run_dir / "config.json").exists():
         log(f"{label}: resuming {run_dir}")
-        return train(*_resume_args(run_dir, args.steps), resume_dir=str(run_dir), log=log)
+        return train(*_resume_args(run_dir, args.steps, args.final_episodes), resume_dir=str(run_dir), log=log)
     log(f"{label}: training {agent} ({args.steps} updates) into {run_dir}")
     cfg = build_config(agent, args.task, "small")
     run = RunConfig(task=args.task, dataset_path=str(data_path), preset="small", run_dir=str(run_dir),
                     steps=args.steps, eval_every=args.eval_every, eval_episodes=args.eval_episodes,
+                    final_eval_episodes=args.final_episodes,
                     log_every=min(1000, args.eval_every), seed=args.seed)
     return train(run, agent, cfg, log=log)
 
 
-def _resume_args(run_dir: pathlib.Path, steps: int):
+def _resume_args(run_dir: pathlib.Path, steps: int, final_episodes: int):
     from rql.train import load_run_config
 
     run, agent, cfg, _ = load_run_config(run_dir)
-    return dataclasses.replace(run, steps=steps), agent, cfg
+    return dataclasses.replace(run, steps=steps, final_eval_episodes=final_episodes), agent, cfg
 
 
 def run_demo(args: DemoArgs, log=print) -> dict:
-    if args.steps <= 0 or args.episodes <= 0 or args.eval_episodes <= 0:
-        raise RQLError("--steps, --episodes and --eval-episodes must be positive")
+    if min(args.steps, args.episodes, args.eval_episodes, args.final_episodes) <= 0:
+        raise RQLError("--steps, --episodes, --eval-episodes and --final-episodes must be positive")
     t0 = time.time()
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data_path = _dataset(args, log)
     t_data = time.time() - t0
-    rql = _train_or_resume("rql", args, data_path, out / "rql", "[2/4] RQL", log)
-    bc = _train_or_resume("flow-bc", args, data_path, out / "flow-bc", "[3/4] flow BC", log) if args.baseline else None
+    rql = _train_or_resume("rql", args, data_path, out / "rql", "[2/5] RQL", log)
+    bc = _train_or_resume("flow-bc", args, data_path, out / "flow-bc", "[3/5] flow BC", log) if args.baseline else None
 
     from rql.plots import plot_runs
 
@@ -112,6 +120,15 @@ def run_demo(args: DemoArgs, log=print) -> dict:
         e = s["final_eval"]
         return f"{e['success']:.3f} (95% CI {e['success_ci_low']:.3f}-{e['success_ci_high']:.3f}, {e['episodes']} episodes)"
 
+    verdict = None
+    if bc is not None:
+        r, b = rql["final_eval"], bc["final_eval"]
+        if r["success_ci_low"] > b["success_ci_high"]:
+            verdict = "RQL above flow BC: the 95% intervals do not overlap"
+        elif b["success_ci_low"] > r["success_ci_high"]:
+            verdict = "flow BC above RQL: the 95% intervals do not overlap"
+        else:
+            verdict = "the 95% intervals overlap: this budget does not separate the two"
     report = {
         "task": args.task,
         "dataset": str(data_path),
@@ -120,10 +137,21 @@ def run_demo(args: DemoArgs, log=print) -> dict:
         "seed": args.seed,
         "rql": rql["final_eval"],
         "flow_bc": bc["final_eval"] if bc else None,
+        "rql_above_flow_bc": (rql["final_eval"]["success_ci_low"] > bc["final_eval"]["success_ci_high"]) if bc else None,
+        "verdict": verdict,
         "data_seconds": t_data,
-        "total_seconds": time.time() - t0,
         "plot": plot.name,
+        "lab": None,
     }
+    log(f"[4/5] RQL success {fmt(rql)}" + (f"; flow BC success {fmt(bc)}; {verdict}" if bc else ""))
+    if args.lab:
+        from rql.lab.runlab import run_run_lab
+
+        log(f"[5/5] lab page of the RQL run{' beside flow BC' if bc else ''} ...")
+        run_run_lab(out / "lab", str(out / "rql"), str(out / "flow-bc") if bc else None, seed=args.seed,
+                    log=lambda *a: None)
+        report["lab"] = "lab/index.html"
+    report["total_seconds"] = time.time() - t0
     lines = [
         f"# rql demo: {args.task}",
         "",
@@ -132,20 +160,25 @@ def run_demo(args: DemoArgs, log=print) -> dict:
         f"- RQL final success: {fmt(rql)}",
     ]
     if bc:
-        lines.append(f"- flow BC final success: {fmt(bc)}")
-    lines += ["", f"![learning curves]({plot.name})", "",
-              f"Runs: `{out / 'rql'}`" + (f", `{out / 'flow-bc'}`" if bc else "") +
+        lines += [f"- flow BC final success: {fmt(bc)}", f"- {verdict}"]
+    lines += ["", f"![learning curves]({plot.name})", ""]
+    if report["lab"]:
+        lines += [f"The lab page of the RQL run (flow reversal, the value along reversed chains, RQL's samples "
+                  f"beside flow BC's): [{report['lab']}]({report['lab']})", ""]
+    lines += [f"Runs: `{out / 'rql'}`" + (f", `{out / 'flow-bc'}`" if bc else "") +
               f". Total time {report['total_seconds'] / 60:.1f} min (data {t_data / 60:.1f} min)."]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     (out / "report.json").write_text(json.dumps(report, indent=2))
-    log(f"[4/4] report: {out / 'report.md'}; plot: {plot}")
-    log(f"RQL success {fmt(rql)}" + (f"; flow BC success {fmt(bc)}" if bc else ""))
+    log(f"report: {out / 'report.md'}; plot: {plot}" +
+        (f"; open the lab page: {(out / 'lab' / 'index.html').absolute()}" if report["lab"] else ""))
     return report
 
 
 def cmd_demo(argv: list[str], parse) -> int:
     args = parse(DemoArgs, argv, "rql demo",
-                 "Generate a small cube-single-play dataset offline, train RQL and a flow-BC baseline of the same "
-                 "size, and write a learning-curve plot and a report. Runs on a 2-core CPU; re-running resumes.")
+                 "Generate a cube-single-play dataset offline, train RQL and a flow-BC baseline of the same size, "
+                 "evaluate both with many episodes, and write a learning-curve plot, a report saying whether RQL's "
+                 "95% interval lies above flow BC's, and the lab page of the RQL run. About 15 minutes on a 2-core "
+                 "CPU; re-running resumes.")
     run_demo(args)
     return 0

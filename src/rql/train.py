@@ -76,6 +76,9 @@ class RunConfig:
     """Evaluate every N steps (0: only at the end); with --online-steps counted in total steps."""
     eval_episodes: int = 50
     """Episodes per evaluation (0: no evaluation)."""
+    final_eval_episodes: int | None = None
+    """Episodes of the evaluation at the last step (default: --eval-episodes); more episodes narrow the
+    interval of the success that the run ends with."""
     eval_envs: int = 10
     """Environments stepped side by side during evaluation (one batched policy call for all)."""
     video_episodes: int = 0
@@ -198,6 +201,8 @@ def _validate(run: RunConfig) -> RunConfig:
         raise RQLError("--online-steps and --online-episode-steps must not be negative, --utd at least 1")
     if run.online_steps > 0 and not run.task:
         raise RQLError("--online-steps needs --task (the environment to act in)")
+    if run.final_eval_episodes is not None and run.final_eval_episodes < 0:
+        raise RQLError("--final-eval-episodes must not be negative")
     for name in ("eval_every", "log_every", "eval_episodes", "eval_envs", "updates_per_dispatch"):
         if getattr(run, name) < 0:
             raise RQLError(f"--{name.replace('_', '-')} must not be negative")
@@ -407,7 +412,7 @@ def train_group(run: RunConfig, agent_name: str, agent_cfg, seeds, run_dirs=None
 
             select_gl_backend()  # before MuJoCo is first used: EGL, else OSMesa
         if run.task:  # an unknown task fails here, before any data is read
-            n_envs = max(1, min(run.eval_envs, run.eval_episodes)) if run.eval_episodes > 0 else 1
+            n_envs = max(1, min(run.eval_envs, max(run.eval_episodes, run.final_eval_episodes or 0)))
             from rql.data.loading import make_env
 
             for _ in members:
@@ -469,7 +474,8 @@ def train_group(run: RunConfig, agent_name: str, agent_cfg, seeds, run_dirs=None
         def do_eval(step: int, agent_states=None) -> list[dict]:
             states = ts["agent"] if agent_states is None else agent_states
             keys = [jax.random.fold_in(jax.random.PRNGKey(m.seed + 1), step) for m in members]
-            res = evaluate_group(policy, states, eval_envs, run.eval_episodes, keys,
+            last = step >= run.steps + run.online_steps and run.final_eval_episodes
+            res = evaluate_group(policy, states, eval_envs, run.final_eval_episodes if last else run.eval_episodes, keys,
                                  [m.seed * 100_003 for m in members])
             for i, (m, r) in enumerate(zip(members, res)):
                 m.evals.append({"step": step, **r})
