@@ -35,11 +35,11 @@ class DemoArgs:
     """Processes generating episodes in parallel."""
     data_dir: str = "~/.cache/rql/demo-data"
     """Cache of generated datasets (one sub-folder per episode count and seed)."""
-    steps: int = 10_000
+    steps: int = 15_000
     """Updates for each of the two agents."""
     eval_every: int = 5_000
     """Evaluate every N updates."""
-    eval_episodes: int = 25
+    eval_episodes: int = 20
     """Episodes per evaluation during training (the learning curves)."""
     final_episodes: int = 200
     """Episodes of the final evaluation of each agent (its success and 95% interval in the report)."""
