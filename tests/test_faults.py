@@ -67,10 +67,11 @@ def test_second_writer_is_refused_and_readers_still_work(small_run):
         ev = _run("eval", str(small_run), "--episodes", "1", "--envs", "1", "--json")
         assert ev.returncode == 0, ev.stderr
         while time.time() < deadline and first.poll() is None:  # in the update loop: it has logged a row
-            if _logged_steps(small_run) and max(_logged_steps(small_run)) > 400:
+            if max(_logged_steps(small_run), default=0) > 400:
                 break
             time.sleep(0.05)
-        assert first.poll() is None and max(_logged_steps(small_run)) > 400, "the first writer never logged a new row"
+        assert first.poll() is None and max(_logged_steps(small_run), default=0) > 400, \
+            "the first writer never logged a new row"
     finally:
         first.terminate()
         first.wait(timeout=120)
@@ -153,3 +154,40 @@ def test_unwritable_run_directory_is_refused_at_start(tiny_ogbench, tmp_path):
              "--eval-episodes", "0", "--no-progress", "--run-dir", str(blocker / "run"))
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "not writable" in r.stderr, r.stderr
+
+
+def test_quiet_other_threads_drops_only_other_threads_and_stays_after_a_failure(monkeypatch):
+    import io
+    import threading
+
+    from rql.faults import quiet_other_threads
+
+    sink = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", sink)
+
+    def from_a_thread(text):
+        t = threading.Thread(target=lambda: print(text, file=sys.stderr))
+        t.start()
+        t.join()
+
+    with quiet_other_threads():
+        print("main inside", file=sys.stderr)
+        from_a_thread("thread inside")
+    assert sys.stderr is sink  # a clean block puts the real stream back
+    from_a_thread("thread after a clean block")
+
+    with pytest.raises(OSError):
+        with quiet_other_threads():
+            raise OSError(28, "No space left on device")
+    assert sys.stderr is not sink  # after a failure the filter stays for the rest of the process
+    from_a_thread("thread after a failure")
+    print("main after a failure", file=sys.stderr)
+    assert sink.getvalue().splitlines() == ["main inside", "thread after a clean block", "main after a failure"]
+
+
+def test_final_eval_episodes_must_be_positive(tiny_ogbench, tmp_path):
+    r = _run("train", "--task", TASK, "--dataset-path", str(tiny_ogbench), "--steps", "10",
+             "--final-eval-episodes", "0", "--run-dir", str(tmp_path / "run"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == ["error: --final-eval-episodes must be positive (leave it out to use "
+                                             "--eval-episodes)"]

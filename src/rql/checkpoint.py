@@ -75,15 +75,10 @@ class Checkpoints:
 
     def save(self, step: int, state) -> None:
         """Save atomically; a full disk becomes one line and leaves no temporary folder behind."""
-        quiet = quiet_other_threads()
         try:
-            with quiet, _silenced():
-                try:
-                    self.manager.save(step, args=self._ocp.args.StandardSave(state), force=True)
-                    self.manager.wait_until_finished()
-                except Exception:
-                    quiet.keep()
-                    raise
+            with quiet_other_threads(), _silenced():
+                self.manager.save(step, args=self._ocp.args.StandardSave(state), force=True)
+                self.manager.wait_until_finished()
         except Exception as e:
             self._settle()  # let orbax's writer threads end before anything else (or the exit) happens
             self.remove_temporaries()

@@ -34,22 +34,18 @@ class _MainThreadStderr:
 
 
 class quiet_other_threads:
-    """Within the block, only the main thread's writes to ``sys.stderr`` show. ``keep()`` leaves
-    the filter in place after the block (after a failed write, whose stray threads may go on
-    printing until the process ends)."""
+    """Within the block, only the main thread's writes to ``sys.stderr`` show. A block that raises
+    leaves the filter in place: the threads of a failed write may go on printing until the process
+    ends with its one-line error."""
 
     def __enter__(self):
         self._real = sys.stderr
-        self._kept = False
         if not isinstance(sys.stderr, _MainThreadStderr):
             sys.stderr = _MainThreadStderr(sys.stderr)
         return self
 
-    def keep(self) -> None:
-        self._kept = True
-
-    def __exit__(self, *exc):
-        if not self._kept:
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
             sys.stderr = self._real
         return False
 

@@ -201,8 +201,8 @@ def _validate(run: RunConfig) -> RunConfig:
         raise RQLError("--online-steps and --online-episode-steps must not be negative, --utd at least 1")
     if run.online_steps > 0 and not run.task:
         raise RQLError("--online-steps needs --task (the environment to act in)")
-    if run.final_eval_episodes is not None and run.final_eval_episodes < 0:
-        raise RQLError("--final-eval-episodes must not be negative")
+    if run.final_eval_episodes is not None and run.final_eval_episodes < 1:
+        raise RQLError("--final-eval-episodes must be positive (leave it out to use --eval-episodes)")
     for name in ("eval_every", "log_every", "eval_episodes", "eval_envs", "updates_per_dispatch"):
         if getattr(run, name) < 0:
             raise RQLError(f"--{name.replace('_', '-')} must not be negative")
@@ -474,9 +474,9 @@ def train_group(run: RunConfig, agent_name: str, agent_cfg, seeds, run_dirs=None
         def do_eval(step: int, agent_states=None) -> list[dict]:
             states = ts["agent"] if agent_states is None else agent_states
             keys = [jax.random.fold_in(jax.random.PRNGKey(m.seed + 1), step) for m in members]
-            last = step >= run.steps + run.online_steps and run.final_eval_episodes
-            res = evaluate_group(policy, states, eval_envs, run.final_eval_episodes if last else run.eval_episodes, keys,
-                                 [m.seed * 100_003 for m in members])
+            last = step >= run.steps + run.online_steps
+            episodes = run.final_eval_episodes if last and run.final_eval_episodes else run.eval_episodes
+            res = evaluate_group(policy, states, eval_envs, episodes, keys, [m.seed * 100_003 for m in members])
             for i, (m, r) in enumerate(zip(members, res)):
                 m.evals.append({"step": step, **r})
                 if run.video_episodes > 0:
