@@ -60,6 +60,20 @@ def test_end_to_end_run_directory(tiny_ogbench, tmp_path, capsys):
     assert outs[0] == outs[1]
     assert outs[0]["checkpoint"] == 20 and outs[0]["episodes"] == 2 and outs[0]["length"] > 0
 
+    # --workers 2 splits the episodes into consecutive --first-episode ranges in two processes and pools them.
+    def ev(*extra):
+        assert main(["eval", str(d), "--checkpoint", "20", "--json", *extra]) == 0
+        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    assert ev("--episodes", "2", "--envs", "2", "--first-episode", "0") == outs[0]
+    parts = [outs[0], ev("--episodes", "1", "--envs", "1", "--first-episode", "2")]
+    from rql.evaluation import pool_results, wilson_interval
+
+    pooled = ev("--episodes", "3", "--envs", "2", "--workers", "2")
+    assert pooled == pool_results(parts) and pooled["episodes"] == 3
+    k = round(pooled["success"] * 3)
+    assert (pooled["success_ci_low"], pooled["success_ci_high"]) == wilson_interval(k, 3)
+
 
 def _cli(*args):
     return [sys.executable, "-m", "rql.cli", *args]

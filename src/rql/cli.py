@@ -257,6 +257,13 @@ class EvalArgs:
     """Also render N episodes to RUN_DIR/videos/eval_step_<S>.mp4, side by side, each marked success or fail."""
     video_size: int = 200
     """Side of each episode's square in the video, in pixels."""
+    workers: int = 1
+    """Processes sharing the episodes, each stepping its own environments (MuJoCo runs on one core per
+    process); their results are pooled. Episode i is reset with seed 10000 + seed + i whatever the split;
+    policy noise differs between splits."""
+    first_episode: int = 0
+    """Index of the first episode (resets use seeds 10000 + seed + index): one evaluation split across
+    processes or machines, each with its own range, pools into the same episodes as one run."""
 
 
 def cmd_eval(argv: list[str]) -> int:
@@ -267,6 +274,17 @@ def cmd_eval(argv: list[str]) -> int:
         raise UsageError("--episodes must be positive")
     if args.video < 0:
         raise UsageError("--video must not be negative")
+    if args.workers <= 0 or args.first_episode < 0:
+        raise UsageError("--workers must be positive and --first-episode not negative")
+    if args.workers > 1:
+        if args.video:
+            raise UsageError("--video renders in one process: give it with --workers 1")
+        from rql.evaluation import evaluate_in_processes
+
+        res = evaluate_in_processes(args.run_dir, args.episodes, args.workers, seed=args.seed,
+                                    checkpoint=args.checkpoint, envs=args.envs, first_episode=args.first_episode)
+        _print_eval(res, args.json)
+        return 0
     from rql.evaluation import evaluate, make_policy
     from rql.train import make_eval_envs, restore_agent
 
@@ -280,9 +298,12 @@ def cmd_eval(argv: list[str]) -> int:
     envs = make_eval_envs(run.task, max(1, min(args.envs, args.episodes)))
     from tqdm.auto import tqdm
 
+    key = jax.random.PRNGKey(args.seed)
+    if args.first_episode:
+        key = jax.random.fold_in(key, args.first_episode)
     with tqdm(total=args.episodes, desc="eval", unit="ep", disable=args.json) as bar:
-        res = evaluate(make_policy(agent, len(envs)), ts["agent"], envs, args.episodes,
-                       jax.random.PRNGKey(args.seed), seed=10_000 + args.seed, progress=bar.update)
+        res = evaluate(make_policy(agent, len(envs)), ts["agent"], envs, args.episodes, key,
+                       seed=10_000 + args.seed + args.first_episode, progress=bar.update)
     res = {"run_dir": args.run_dir, "checkpoint": step, "task": run.task, **res}
     if args.video:
         from rql.video import record_eval_video
@@ -292,17 +313,21 @@ def cmd_eval(argv: list[str]) -> int:
         res["video"] = str(record_eval_video(args.run_dir, step, agent, ts["agent"], run.task, args.video,
                                              10_000 + args.seed, key=jax.random.PRNGKey(args.seed),
                                              size=args.video_size, prefix="eval_step_"))
-    if args.json:
-        print(json.dumps(res))
-    else:
-        print(
-            f"{run.task} @ step {step}: success {res['success']:.3f} "
-            f"(95% CI {res['success_ci_low']:.3f}-{res['success_ci_high']:.3f}), return {res['return']:.1f}, "
-            f"length {res['length']:.1f}, {res['episodes']} episodes"
-        )
-        if args.video:
-            print(f"video: {res['video']}")
+    _print_eval(res, args.json)
     return 0
+
+
+def _print_eval(res: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(res))
+        return
+    print(
+        f"{res['task']} @ step {res['checkpoint']}: success {res['success']:.3f} "
+        f"(95% CI {res['success_ci_low']:.3f}-{res['success_ci_high']:.3f}), return {res['return']:.1f}, "
+        f"length {res['length']:.1f}, {res['episodes']} episodes"
+    )
+    if res.get("video"):
+        print(f"video: {res['video']}")
 
 
 # ----------------------------------------------------------------------------- bench

@@ -1,10 +1,11 @@
 """``rql demo``: the whole pipeline on a laptop-sized budget, offline.
 
 1. generate a ``cube-single-play`` dataset with OGBench's scripted oracles (cached);
-2. train RQL with the ``small`` preset, evaluating as it goes and with many episodes at the end;
-3. train flow behaviour cloning of the same size for the same number of updates, evaluated alike;
-4. write a learning-curve plot and a short report (markdown and JSON) into the output folder, saying
-   whether RQL's 95% interval lies above flow BC's;
+2. train flow behaviour cloning (``small`` preset) in a background process, evaluated as it goes and
+   with many episodes at its last step;
+3. meanwhile train RQL of the same size for the same number of updates, evaluated alike;
+4. evaluate RQL's last checkpoint with many episodes over both cores, write a learning-curve plot and
+   a short report (markdown and JSON) saying whether RQL's 95% interval lies above flow BC's;
 5. draw the lab page (``rql lab --run``) of the trained RQL run beside flow BC.
 
 Re-running continues where it stopped: finished runs are reused, interrupted ones resumed.
@@ -70,24 +71,77 @@ def _dataset(args: DemoArgs, log) -> pathlib.Path:
     return path
 
 
+def _finished(run_dir: pathlib.Path, steps: int) -> dict | None:
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return summary if summary.get("steps") == steps else None
+
+
 def _train_or_resume(agent: str, args: DemoArgs, data_path: pathlib.Path, run_dir: pathlib.Path, label: str, log):
     from rql.agents import build_config
-    from rql.train import RunConfig, train
+    from rql.train import train
 
-    if (run_dir / "summary.json").exists():
-        summary = json.loads((run_dir / "summary.json").read_text())
-        if summary.get("steps") == args.steps:
-            log(f"{label}: finished earlier, reusing {run_dir}")
-            return summary
+    summary = _finished(run_dir, args.steps)
+    if summary is not None:
+        log(f"{label}: finished earlier, reusing {run_dir}")
+        return summary
     if (run_dir / "config.json").exists():
         log(f"{label}: resuming {run_dir}")
         return train(*_resume_args(run_dir, args.steps), resume_dir=str(run_dir), log=log)
     log(f"{label}: training {agent} ({args.steps} updates) into {run_dir}")
     cfg = build_config(agent, args.task, "small")
-    run = RunConfig(task=args.task, dataset_path=str(data_path), preset="small", run_dir=str(run_dir),
-                    steps=args.steps, eval_every=args.eval_every, eval_episodes=args.eval_episodes,
-                    log_every=min(1000, args.eval_every), seed=args.seed)
-    return train(run, agent, cfg, log=log)
+    return train(_run_config(args, data_path, run_dir), agent, cfg, log=log)
+
+
+def _run_config(args: DemoArgs, data_path: pathlib.Path, run_dir: pathlib.Path, final_episodes: int | None = None):
+    from rql.train import RunConfig
+
+    return RunConfig(task=args.task, dataset_path=str(data_path), preset="small", run_dir=str(run_dir),
+                     steps=args.steps, eval_every=args.eval_every, eval_episodes=args.eval_episodes,
+                     final_eval_episodes=final_episodes, log_every=min(1000, args.eval_every), seed=args.seed)
+
+
+def _start_baseline(args: DemoArgs, data_path: pathlib.Path, run_dir: pathlib.Path, log):
+    """Flow BC (training, then its final evaluation at the last step) in a background ``rql train``
+    process while RQL trains here: RQL's small matrix products keep about 1.5 of 2 cores busy, so
+    the baseline costs the demo little extra time. Returns the process, or None if it finished earlier."""
+    import os
+    import subprocess
+    import sys
+
+    if _finished(run_dir, args.steps) is not None:
+        log(f"[2/5] flow BC: finished earlier, reusing {run_dir}")
+        return None
+    if (run_dir / "config.json").exists():
+        cmd = ["--resume", str(run_dir), "--steps", str(args.steps)]
+        what = "resuming"
+    else:
+        run = _run_config(args, data_path, run_dir, args.final_episodes)
+        cmd = ["--agent", "flow-bc"]
+        for f in dataclasses.fields(run):
+            value = getattr(run, f.name)
+            if value is not None and value != f.default:
+                cmd += [f"--{f.name.replace('_', '-')}", str(value)]
+        what = f"training flow-bc ({args.steps} updates, then {args.final_episodes} evaluation episodes)"
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    log_path = run_dir.parent / "flow-bc.log"
+    log(f"[2/5] flow BC: {what} in a background process, beside RQL (log: {log_path})")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    with open(log_path, "w") as f:
+        return subprocess.Popen([sys.executable, "-m", "rql.cli", "train", "--no-progress", *cmd], stdout=f,
+                                stderr=subprocess.STDOUT, env=env)
+
+
+def _wait_baseline(proc, run_dir: pathlib.Path, log) -> None:
+    if proc is None:
+        return
+    if proc.poll() is None:
+        log("[2/5] flow BC: waiting for the background process")
+    if proc.wait() != 0:
+        lines = (run_dir.parent / "flow-bc.log").read_text(errors="replace").strip().splitlines()
+        raise RQLError(f"flow BC training failed ({run_dir.parent / 'flow-bc.log'}): {(lines or ['no output'])[-1]}")
 
 
 def _resume_args(run_dir: pathlib.Path, steps: int):
@@ -97,41 +151,27 @@ def _resume_args(run_dir: pathlib.Path, steps: int):
     return dataclasses.replace(run, steps=steps), agent, cfg
 
 
-def _final_evals(runs: dict[str, pathlib.Path], episodes: int, seed: int, log) -> dict[str, dict]:
-    """Evaluate every run's last checkpoint with ``episodes`` episodes, all runs at once in separate
-    processes (``rql eval --json``): stepping MuJoCo is single-threaded, so two evaluations share a
-    2-core CPU in about the time of one. Results are kept in ``<run>/final_eval.json`` for re-runs."""
-    import os
-    import subprocess
-    import sys
+def _final_eval(run_dir: pathlib.Path, episodes: int, seed: int, workers: int, log) -> dict:
+    """The last checkpoint's success over ``episodes`` episodes, kept in ``<run>/final_eval.json``:
+    the run's own evaluation at its last step when it had that many episodes, else ``rql eval``
+    split over ``workers`` processes."""
+    from rql.evaluation import evaluate_in_processes
 
-    results, procs = {}, {}
-    for name, d in runs.items():
-        path = d / "final_eval.json"
-        if path.exists():
-            try:
-                res = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError):
-                res = {}
-            if res.get("episodes") == episodes and res.get("checkpoint") == json.loads(
-                    (d / "summary.json").read_text()).get("steps"):
-                results[name] = res
-                continue
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-        procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "rql.cli", "eval", str(d), "--episodes", str(episodes), "--seed", str(seed),
-             "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    if procs:
-        log(f"[4/5] final evaluation: {episodes} episodes each for {', '.join(procs)} (side by side)")
-    done = {name: proc.communicate() for name, proc in procs.items()}  # all end before any failure is raised
-    for name, (out, err) in done.items():
-        if procs[name].returncode != 0:
-            last = (err.strip().splitlines() or ["no output"])[-1]
-            raise RQLError(f"final evaluation of {runs[name]} failed: {last}")
-        res = json.loads(out.strip().splitlines()[-1])
-        (runs[name] / "final_eval.json").write_text(json.dumps(res, indent=2))
-        results[name] = res
-    return results
+    steps = json.loads((run_dir / "summary.json").read_text()).get("steps")
+    path = run_dir / "final_eval.json"
+    for source in (path, run_dir / "summary.json"):
+        try:
+            res = json.loads(source.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        res = res.get("final_eval", res) if source.name == "summary.json" else res
+        if res and res.get("episodes") == episodes and res.get("checkpoint", res.get("step")) == steps:
+            break
+    else:
+        log(f"[4/5] final evaluation of {run_dir.name}: {episodes} episodes in {workers} processes")
+        res = evaluate_in_processes(run_dir, episodes, workers, seed=seed)
+    path.write_text(json.dumps(res, indent=2))
+    return res
 
 
 def run_demo(args: DemoArgs, log=print) -> dict:
@@ -142,19 +182,25 @@ def run_demo(args: DemoArgs, log=print) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     data_path = _dataset(args, log)
     t_data = time.time() - t0
-    rql = _train_or_resume("rql", args, data_path, out / "rql", "[2/5] RQL", log)
-    bc = _train_or_resume("flow-bc", args, data_path, out / "flow-bc", "[3/5] flow BC", log) if args.baseline else None
+    bc_proc = _start_baseline(args, data_path, out / "flow-bc", log) if args.baseline else None
+    try:
+        _train_or_resume("rql", args, data_path, out / "rql", "[3/5] RQL", log)
+    except BaseException:
+        if bc_proc is not None and bc_proc.poll() is None:
+            bc_proc.terminate()  # the baseline saves and stops too; a re-run resumes both
+            bc_proc.wait()
+        raise
+    _wait_baseline(bc_proc, out / "flow-bc", log)
 
     from rql.plots import plot_runs
 
     runs = {"RQL": out / "rql"}
-    if bc is not None:
+    if args.baseline:
         runs["flow BC"] = out / "flow-bc"
     plot = plot_runs(runs, out / "learning_curves.png", title=f"{args.task} ({args.episodes} generated episodes)")
 
-    finals = _final_evals({k: out / k for k in (["rql", "flow-bc"] if bc is not None else ["rql"])},
-                          args.final_episodes, args.seed, log)
-    rql, bc = finals["rql"], finals.get("flow-bc")
+    rql = _final_eval(out / "rql", args.final_episodes, args.seed, 2, log)
+    bc = _final_eval(out / "flow-bc", args.final_episodes, args.seed, 2, log) if args.baseline else None
 
     def fmt(e):
         return f"{e['success']:.3f} (95% CI {e['success_ci_low']:.3f}-{e['success_ci_high']:.3f}, {e['episodes']} episodes)"
