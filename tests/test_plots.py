@@ -16,3 +16,8 @@ def test_plot_runs_writes_a_png_from_metrics(tmp_path):
     img = mpimg.imread(out)
     assert img.shape[0] > 200 and img.shape[1] > 500
     assert img.std() > 0.01  # something was drawn
+    # A separate final evaluation adds a marker with its interval: the picture changes.
+    final = {"checkpoint": 20, "success": 0.25, "success_ci_low": 0.2, "success_ci_high": 0.3, "episodes": 200}
+    with_final = mpimg.imread(plot_runs({"A": tmp_path / "a", "B": tmp_path / "b"}, tmp_path / "f.png", title="t",
+                                        finals={"A": final}))
+    assert with_final.shape == img.shape and (with_final != img).any()

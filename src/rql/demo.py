@@ -169,8 +169,11 @@ def _final_eval(run_dir: pathlib.Path, episodes: int, seed: int, workers: int, l
             res = json.loads(source.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        res = res.get("final_eval", res) if source.name == "summary.json" else res
-        if res and res.get("episodes") == episodes and res.get("checkpoint", res.get("step")) == steps:
+        if source.name == "summary.json":  # the run's own evaluation at its last step, in rql eval's form
+            fe = res.get("final_eval") or {}
+            res = {"run_dir": str(run_dir), "checkpoint": fe.get("step"), "task": res.get("task"),
+                   **{k: v for k, v in fe.items() if k != "step"}}
+        if res.get("episodes") == episodes and res.get("checkpoint") == steps:
             break
     else:
         log(f"[4/5] final evaluation of {run_dir.name}: {episodes} episodes in {workers} processes")
@@ -199,13 +202,13 @@ def run_demo(args: DemoArgs, log=print) -> dict:
 
     from rql.plots import plot_runs
 
-    runs = {"RQL": out / "rql"}
-    if args.baseline:
-        runs["flow BC"] = out / "flow-bc"
-    plot = plot_runs(runs, out / "learning_curves.png", title=f"{args.task} ({args.episodes} generated episodes)")
-
     rql = _final_eval(out / "rql", args.final_episodes, args.seed, 2, log)
     bc = _final_eval(out / "flow-bc", args.final_episodes, args.seed, 2, log) if args.baseline else None
+    runs, finals = {"RQL": out / "rql"}, {"RQL": rql}
+    if bc is not None:
+        runs["flow BC"], finals["flow BC"] = out / "flow-bc", bc
+    plot = plot_runs(runs, out / "learning_curves.png", finals=finals,
+                     title=f"{args.task} ({args.episodes} generated episodes)")
 
     def fmt(e):
         return f"{e['success']:.3f} (95% CI {e['success_ci_low']:.3f}-{e['success_ci_high']:.3f}, {e['episodes']} episodes)"
