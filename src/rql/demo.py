@@ -134,9 +134,11 @@ def _start_baseline(args: DemoArgs, data_path: pathlib.Path, run_dir: pathlib.Pa
     log_path = run_dir.parent / "flow-bc.log"
     log(f"[2/5] flow BC: {what} in a background process, beside RQL (log: {log_path})")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    # Its own session: a Ctrl-C at the terminal reaches only the demo, which then stops it with one SIGTERM
+    # (a second signal would make it exit before saving).
     with open(log_path, "w") as f:
         return subprocess.Popen([sys.executable, "-m", "rql.cli", "train", "--no-progress", *cmd], stdout=f,
-                                stderr=subprocess.STDOUT, env=env)
+                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
 
 def _wait_baseline(proc, run_dir: pathlib.Path, log) -> None:
@@ -193,12 +195,12 @@ def run_demo(args: DemoArgs, log=print) -> dict:
     bc_proc = _start_baseline(args, data_path, out / "flow-bc", log) if args.baseline else None
     try:
         _train_or_resume("rql", args, data_path, out / "rql", "[3/5] RQL", log)
+        _wait_baseline(bc_proc, out / "flow-bc", log)
     except BaseException:
         if bc_proc is not None and bc_proc.poll() is None:
             bc_proc.terminate()  # the baseline saves and stops too; a re-run resumes both
             bc_proc.wait()
         raise
-    _wait_baseline(bc_proc, out / "flow-bc", log)
 
     from rql.plots import plot_runs
 
