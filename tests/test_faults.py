@@ -191,3 +191,33 @@ def test_final_eval_episodes_must_be_positive(tiny_ogbench, tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines() == ["error: --final-eval-episodes must be positive (leave it out to use "
                                              "--eval-episodes)"]
+
+
+def test_unraisable_reports_of_orbax_coroutines_are_dropped_and_others_kept(capsys, monkeypatch):
+    """The read coroutines of a damaged checkpoint, collected after the one-line report, print
+    nothing; an unraisable exception from anywhere else is still printed."""
+    import gc
+    import sys
+
+    from rql import checkpoint
+
+    monkeypatch.setattr(sys, "unraisablehook", sys.__unraisablehook__)
+    checkpoint._drop_orbax_unraisables()
+    checkpoint._drop_orbax_unraisables()  # installed once
+
+    source = ("import types\n@types.coroutine\ndef pause():\n    yield\n"
+              "async def read():\n    try:\n        await pause()\n    finally:\n"
+              "        raise ValueError('read failed')\n")
+
+    def collect_a_failing_coroutine_from(filename):
+        ns = {}
+        exec(compile(source, filename, "exec"), ns)
+        coro = ns["read"]()
+        coro.send(None)  # suspended; closing it when collected raises: an unraisable exception
+        del coro
+        gc.collect()
+        return capsys.readouterr().err
+
+    assert collect_a_failing_coroutine_from(os.path.join("site-packages", "orbax", "checkpoint", "io.py")) == ""
+    err = collect_a_failing_coroutine_from(os.path.join("site-packages", "mylib", "io.py"))
+    assert "Exception ignored in: <coroutine object read" in err and "read failed" in err

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import pathlib
 import shutil
+import sys
 import warnings
 
 import jax
@@ -26,9 +28,29 @@ def _ocp():
     for name in ("absl", "orbax", "jax._src.distributed", "asyncio", "concurrent.futures"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
     warnings.filterwarnings("ignore", module="orbax")
+    _drop_orbax_unraisables()
     import orbax.checkpoint as ocp
 
     return ocp
+
+
+def _drop_orbax_unraisables() -> None:
+    """When one array of a damaged checkpoint fails to read, orbax's other read coroutines fail too;
+    nobody awaits them, and when they are garbage-collected (at any later moment, in any thread)
+    Python prints each as "Exception ignored in: <coroutine ...>" with a traceback. The restore has
+    already been reported in one line, so those reports are dropped; every other one is printed."""
+    previous = sys.unraisablehook
+    if getattr(previous, "rql_drops_orbax", False):
+        return
+
+    def hook(unraisable):
+        code = getattr(unraisable.object, "cr_code", None)
+        if code is not None and f"{os.sep}orbax{os.sep}" in code.co_filename:
+            return
+        previous(unraisable)
+
+    hook.rql_drops_orbax = True
+    sys.unraisablehook = hook
 
 
 @contextlib.contextmanager
