@@ -146,24 +146,20 @@ def pool_results(parts: list[dict]) -> dict:
     n = sum(p["episodes"] for p in parts)
     k = sum(round(p["success"] * p["episodes"]) for p in parts)
     lo, hi = wilson_interval(k, n)
-    mean = lambda key: float(sum(p[key] * p["episodes"] for p in parts) / max(n, 1))  # noqa: E731
+
+    def mean(key):
+        return float(sum(p[key] * p["episodes"] for p in parts) / max(n, 1))
+
     return {**parts[0], "success": k / max(n, 1), "success_ci_low": lo, "success_ci_high": hi,
             "return": mean("return"), "length": mean("length"), "episodes": n}
 
 
-def eval_command(run_dir, episodes: int, seed: int = 0, checkpoint: int | None = None, envs: int = 10,
-                 first_episode: int = 0) -> list[str]:
-    import sys
-
-    cmd = [sys.executable, "-m", "rql.cli", "eval", str(run_dir), "--episodes", str(episodes), "--seed", str(seed),
-           "--envs", str(envs), "--first-episode", str(first_episode), "--json"]
-    return cmd + (["--checkpoint", str(checkpoint)] if checkpoint is not None else [])
-
-
-def run_eval_processes(commands: dict[str, list[str]]) -> dict[str, dict]:
-    """Run ``rql eval --json`` commands side by side, one process each (stepping MuJoCo is
-    single-threaded, so N evaluations share N cores in about the time of one). All end before a
-    failure is raised, as one line naming the run."""
+def evaluate_in_processes(run_dir, episodes: int, workers: int, seed: int = 0, checkpoint: int | None = None,
+                          envs: int = 10, first_episode: int = 0) -> dict:
+    """``rql eval`` of ``episodes`` episodes split into ``workers`` processes with consecutive
+    episode ranges (``--first-episode``), run side by side and pooled (``rql eval --workers``).
+    Stepping MuJoCo is single-threaded, so N processes share N cores in about the time of one.
+    All processes end before a failure is raised, as one line naming the run."""
     import json
     import os
     import subprocess
@@ -171,32 +167,22 @@ def run_eval_processes(commands: dict[str, list[str]]) -> dict[str, dict]:
 
     from rql.errors import RQLError
 
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-    procs = {name: subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-             for name, cmd in commands.items()}
-    done = {name: proc.communicate() for name, proc in procs.items()}
-    results = {}
-    for name, (out, err) in done.items():
-        if procs[name].returncode != 0:
-            last = (err.strip().splitlines() or ["no output"])[-1]
-            cmd = commands[name]
-            raise RQLError(f"evaluation of {cmd[cmd.index('eval') + 1]} failed: {last}")
-        results[name] = json.loads(out.strip().splitlines()[-1])
-    return results
-
-
-def evaluate_in_processes(run_dir, episodes: int, workers: int, seed: int = 0, checkpoint: int | None = None,
-                          envs: int = 10, first_episode: int = 0) -> dict:
-    """``rql eval`` of ``episodes`` episodes split into ``workers`` processes with consecutive
-    episode ranges, pooled (``rql eval --workers``)."""
-    from rql.errors import RQLError
-
     workers = max(1, min(workers, episodes))
     sizes = [episodes // workers + (i < episodes % workers) for i in range(workers)]
     starts = [first_episode + sum(sizes[:i]) for i in range(workers)]
-    parts = run_eval_processes({i: eval_command(run_dir, n, seed, checkpoint, max(1, min(envs, n)), s)
-                                for i, (n, s) in enumerate(zip(sizes, starts))})
-    parts = [parts[i] for i in range(workers)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    procs = []
+    for n, start in zip(sizes, starts):
+        cmd = [sys.executable, "-m", "rql.cli", "eval", str(run_dir), "--episodes", str(n), "--seed", str(seed),
+               "--envs", str(max(1, min(envs, n))), "--first-episode", str(start), "--json"]
+        cmd += ["--checkpoint", str(checkpoint)] if checkpoint is not None else []
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+    done = [proc.communicate() for proc in procs]
+    parts = []
+    for proc, (out, err) in zip(procs, done):
+        if proc.returncode != 0:
+            raise RQLError(f"evaluation of {run_dir} failed: {(err.strip().splitlines() or ['no output'])[-1]}")
+        parts.append(json.loads(out.strip().splitlines()[-1]))
     if len({p["checkpoint"] for p in parts}) > 1:
         raise RQLError(f"{run_dir}: a new checkpoint appeared during the evaluation; give --checkpoint STEP")
     return pool_results(parts)
