@@ -181,7 +181,8 @@ def evaluate_in_processes(run_dir, episodes: int, workers: int, seed: int = 0, c
     parts = []
     for proc, (out, err) in zip(procs, done):
         if proc.returncode != 0:
-            raise RQLError(f"evaluation of {run_dir} failed: {(err.strip().splitlines() or ['no output'])[-1]}")
+            last = (err.strip().splitlines() or ["no output"])[-1].removeprefix("error: ")
+            raise RQLError(f"evaluation of {run_dir} failed: {last}")
         parts.append(json.loads(out.strip().splitlines()[-1]))
     if len({p["checkpoint"] for p in parts}) > 1:
         raise RQLError(f"{run_dir}: a new checkpoint appeared during the evaluation; give --checkpoint STEP")
