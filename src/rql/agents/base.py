@@ -59,6 +59,23 @@ class ActorCriticConfig(AgentConfig):
     """Polyak rate of the target value/critic networks."""
 
 
+@dataclasses.dataclass
+class SuiteConfig(ActorCriticConfig):
+    """Fields every method of the QAM suite has (its defaults; ``--task`` sets the protocol's values)."""
+
+    ensemble: int = 10
+    """Number of critics (the suite's num_qs)."""
+    rho: float = 0.5
+    """Pessimism: critics are aggregated as mean_E - rho * std_E."""
+    flow_steps: int = 10
+    """Euler steps F of the flow policy."""
+
+
+def pessimistic(qs: jax.Array, rho: float) -> jax.Array:
+    """``mean - rho * std`` over the ensemble axis (axis 0) of ``qs``."""
+    return qs.mean(axis=0) - rho * qs.std(axis=0)
+
+
 @dataclasses.dataclass(frozen=True)
 class Agent:
     name: str

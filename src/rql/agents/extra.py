@@ -70,10 +70,24 @@ ifql_env_preset = _env_preset(IFQL_ENV)
 rebrac_env_preset = _env_preset(REBRAC_ENV)
 
 
+# Modules of the QAM suite's other methods; each has ``specs() -> list[AgentSpec]``.
+SUITE_MODULES: tuple[str, ...] = ()
+
+
+def suite_spec(name: str, description: str, config_cls: type, make):
+    """The registry entry of a suite method: the suite's protocol under ``--task``, ``small`` = 2x256, 2 critics."""
+    from rql.agents import AgentSpec, suite
+
+    return AgentSpec(name, description, config_cls, make, suite.env_preset(name), {"small": SMALL, "reference": {}})
+
+
 def specs() -> list:
+    import importlib
+
     from rql.agents import AgentSpec, fql, ifql, rebrac
 
-    return [
+    suite_specs = [s for m in SUITE_MODULES for s in importlib.import_module(f"rql.agents.{m}").specs()]
+    return suite_specs + [
         AgentSpec("fql", "Flow Q-Learning: one-step policy distilled from a BC flow, pushed up Q",
                   fql.FQLConfig, fql.make, fql_env_preset, {"small": SMALL, "reference": {}}),
         AgentSpec("ifql", "Implicit Flow Q-Learning: IQL values, best-of-N flow samples",
