@@ -1,11 +1,17 @@
-"""The baselines RQL is compared against: FQL, IFQL and ReBRAC, with their per-environment
-settings.
+"""The baselines RQL is compared against that the FQL paper also ran: FQL, IFQL and ReBRAC, and the
+registry entries of the QAM suite's other methods.
 
-Per-environment presets are matched on the environment family (``presets.env_family``): first
-the method's own published setting for that family (FQL paper / FQL codebase, whose protocol is
-single actions and dense rewards), then the RQL protocol's chunk length, discount and reward
-sparsity (``presets.chunk_env_preset``) on top, so every method is run on the same problem.
-Families a source does not list keep the method's defaults.
+Named settings (``rql train --settings``):
+
+``suite`` (default)  the QAM suite's comparison protocol (``rql.agents.suite``): 10 critics
+                     aggregated as ``mean - rho * std``, 4x512 networks, the suite's chunk length,
+                     discount and reward sparsity, and the method's own per-environment values
+                     (FQL ``alpha``, IFQL ``kappa``, ReBRAC ``alpha_actor``/``actor_noise``).
+``fql-paper``        the FQL paper's settings for FQL, IFQL and ReBRAC (its own per-environment
+                     values, two critics combined by mean or min), with the RQL protocol's chunk
+                     length, discount and reward sparsity (``presets.chunk_env_preset``) on top, so
+                     every method is run on the same problem. Families a table does not list keep
+                     the paper's defaults.
 """
 
 from __future__ import annotations
@@ -52,26 +58,36 @@ IFQL_ENV = {
     "antsoccer-arena": dict(discount=0.995),
 }
 
+# The FQL codebase's defaults where they differ from the suite's (the configs' defaults): two
+# critics, its aggregation and loss conventions, its BC coefficients.
+FQL_PAPER_BASE = {
+    "fql": dict(ensemble=2, q_agg="mean", alpha=10.0),
+    "ifql": dict(ensemble=2, q_agg="min", kappa=0.9, critic_sum=True),
+    "rebrac": dict(ensemble=2, q_agg="min", alpha_actor=0.0, alpha_critic=0.0, actor_noise=0.2,
+                   actor_every_step=False, act_noise=False),
+}
+
 # 2x256 networks and two critics (clipped double Q where the method takes the minimum).
 SMALL = dict(actor_hidden_dims=(256, 256), value_hidden_dims=(256, 256), ensemble=2)
 
 
-def _env_preset(table: dict):
+def _paper_preset(method: str, table: dict):
     def preset(task: str) -> dict:
-        values = dict(table.get(presets.env_family(task) or "", {}))
+        values = dict(FQL_PAPER_BASE[method])
+        values.update(table.get(presets.env_family(task) or "", {}))
         values.update(presets.chunk_env_preset(task))
         return values
 
     return preset
 
 
-fql_env_preset = _env_preset(FQL_ENV)
-ifql_env_preset = _env_preset(IFQL_ENV)
-rebrac_env_preset = _env_preset(REBRAC_ENV)
+fql_paper_preset = _paper_preset("fql", FQL_ENV)
+ifql_paper_preset = _paper_preset("ifql", IFQL_ENV)
+rebrac_paper_preset = _paper_preset("rebrac", REBRAC_ENV)
 
 
 # Modules of the QAM suite's other methods; each has ``specs() -> list[AgentSpec]``.
-SUITE_MODULES: tuple[str, ...] = ()
+SUITE_MODULES: tuple[str, ...] = ("cgql", "fbrac", "qam", "qsm_dac")
 
 
 def suite_spec(name: str, description: str, config_cls: type, make):
@@ -84,14 +100,18 @@ def suite_spec(name: str, description: str, config_cls: type, make):
 def specs() -> list:
     import importlib
 
-    from rql.agents import AgentSpec, fql, ifql, rebrac
+    from rql.agents import AgentSpec, fql, ifql, rebrac, suite
 
     suite_specs = [s for m in SUITE_MODULES for s in importlib.import_module(f"rql.agents.{m}").specs()]
+    nets = {"small": SMALL, "reference": {}}
     return suite_specs + [
         AgentSpec("fql", "Flow Q-Learning: one-step policy distilled from a BC flow, pushed up Q",
-                  fql.FQLConfig, fql.make, fql_env_preset, {"small": SMALL, "reference": {}}),
+                  fql.FQLConfig, fql.make, suite.env_preset("fql"), nets,
+                  alt_env_presets={"fql-paper": fql_paper_preset}),
         AgentSpec("ifql", "Implicit Flow Q-Learning: IQL values, best-of-N flow samples",
-                  ifql.IFQLConfig, ifql.make, ifql_env_preset, {"small": SMALL, "reference": {}}),
+                  ifql.IFQLConfig, ifql.make, suite.env_preset("ifql"), nets,
+                  alt_env_presets={"fql-paper": ifql_paper_preset}),
         AgentSpec("rebrac", "ReBRAC: deterministic actor-critic with actor and critic BC penalties",
-                  rebrac.ReBRACConfig, rebrac.make, rebrac_env_preset, {"small": SMALL, "reference": {}}),
+                  rebrac.ReBRACConfig, rebrac.make, suite.env_preset("rebrac"), nets,
+                  alt_env_presets={"fql-paper": rebrac_paper_preset}),
     ]
