@@ -1,0 +1,190 @@
+"""FBRAC: a behaviour-cloning flow pushed up the critic by backpropagation through time (the QAM
+suite's "BC flow + Q maximisation via direct BPTT", its flow version of BRAC/ReBRAC).
+
+Notation: ``s_0`` the window's first observation, ``a`` the flattened chunk of its first ``h``
+actions, ``s_h`` the observation after the chunk, ``v_theta(s, x, t)`` the velocity field,
+``pi_theta(s, z)`` = ``clip(x_F, -1, 1)`` after F Euler steps ``x_{k+1} = x_k + v_theta(s, x_k, k/F) / F``
+from ``x_0 = z ~ N(0, I)``, ``agg(Q) = mean_E Q - rho std_E Q``.
+
+One update (one Adam step on the sum of the losses):
+
+critic   next chunk ``a' = pi_theta(s_h, z')`` (best of ``best_of_n`` samples by ``mean_E Q``);
+         target ``y = sum_{i<h} gamma^i r_i (1 - T_{i-1}) + gamma^h mask_{h-1} agg(Q_target(s_h, a'))``;
+         ``L_critic = mean_{E,B} valid (Q_e(s_0, a) - y)^2``
+BC flow  ``L_bc = mean_B valid mean_dims (v_theta(s_0, x_t, t) - (a - z))^2`` with
+         ``x_t = (1 - t) z + t a``, ``t ~ U(0, 1)``
+Q        ``L_q = -mean_B mean_E Q(s_0, pi_theta(s_0, z))`` with the critic frozen; the gradient
+         reaches ``theta`` through all F Euler steps (BPTT)
+total    ``L_critic + L_bc + L_q / alpha``
+then the target critic moves (Polyak ``tau``) towards the parameters the step started from.
+
+Acting samples ``pi_theta(s, z)`` (best of ``best_of_n`` by ``mean_E Q``). Defaults are the
+suite's ``get_config()``; ``--task`` sets its common protocol and the per-environment ``alpha``.
+
+The helpers below (the suite's TD loss, its valid-weighted flow-matching loss, best-of-n
+selection) are shared by this module's siblings fawac, fedit and dsrl.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from rql import flow
+from rql.agents.base import (
+    Agent,
+    Batch,
+    SuiteConfig,
+    flat_chunk,
+    n_step_return,
+    optimizer_step,
+    pessimistic,
+    polyak,
+)
+from rql.nets import Ensemble, VelocityField
+
+
+@dataclasses.dataclass
+class FBRACConfig(SuiteConfig):
+    """FBRAC. Defaults are the suite's ``get_config()``."""
+
+    alpha: float = 100.0
+    """Divisor of the Q term: the actor loss is ``bc + q / alpha`` (the behaviour constraint)."""
+    best_of_n: int = 1
+    """Flow samples per state for acting and for the critic's next chunk; the one with the highest
+    ``mean_E Q`` is taken."""
+
+
+# --- shared by the suite's flow agents in this package (fbrac, fawac, fedit, dsrl) ---------------
+
+
+def suite_bc_flow_loss(velocity: flow.Velocity, obs, actions, valid, key):
+    """The suite's flow-matching loss: ``mean_B valid * mean_dims (v(s, x_t, t) - (a - x0))^2``.
+
+    Draws ``x0 ~ N(0, I)`` then ``t ~ U(0, 1)`` (that order) from ``key``."""
+    k_x0, k_t = jax.random.split(key)
+    x0 = jax.random.normal(k_x0, actions.shape)
+    t = jax.random.uniform(k_t, (actions.shape[0], 1))
+    x_t, target_vel = flow.interpolate(x0, actions, t)
+    return jnp.mean(jnp.mean(jnp.square(velocity(obs, x_t, t) - target_vel), axis=-1) * valid)
+
+
+def chunk_td(batch: Batch, horizon: int, discount: float):
+    """``(s_0, s_h, a, reward_sum, bootstrap, valid)`` of the chunked n-step target."""
+    reward_sum, bootstrap, valid = n_step_return(batch, horizon, discount)
+    return batch.observations[:, 0], batch.observations[:, horizon], flat_chunk(batch, horizon), reward_sum, bootstrap, valid
+
+
+def td_loss(qs, next_qs, reward_sum, bootstrap, valid, rho: float):
+    """``mean_{E,B} valid (Q_e - y)^2`` with ``y = reward_sum + bootstrap * (mean_E - rho std_E)(next_qs)``
+    (no gradient through ``y``). Returns ``(loss, y)``."""
+    target = jax.lax.stop_gradient(reward_sum + bootstrap * pessimistic(next_qs, rho))
+    return jnp.mean(jnp.square(qs - target) * valid), target
+
+
+def best_of_n(q_fn: Callable, obs, candidates):
+    """The candidate (``(B, n, D)``) with the highest ``mean_E q_fn(obs, candidate)`` per state.
+    With one candidate the critic is not evaluated (the choice is the same)."""
+    n = candidates.shape[1]
+    if n == 1:
+        return candidates[:, 0]
+    q = q_fn(jnp.repeat(obs[:, None], n, axis=1), candidates).mean(axis=0)  # (B, n)
+    idx = jnp.argmax(q, axis=-1)
+    return jnp.take_along_axis(candidates, idx[:, None, None], axis=1)[:, 0]
+
+
+def value_stats(qs, target, valid) -> dict:
+    return {
+        "value/q_mean": qs.mean(),
+        "value/q_min": qs.min(),
+        "value/q_max": qs.max(),
+        "value/target_mean": target.mean(),
+        "data/valid_fraction": valid.mean(),
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def make(config: FBRACConfig, obs_dim: int, action_dim: int) -> Agent:
+    c = config
+    h, F = c.horizon, c.flow_steps
+    chunk_dim = h * action_dim
+    flow_def = VelocityField(c.actor_hidden_dims, chunk_dim, c.actor_layer_norm)
+    critic_def = Ensemble(c.value_hidden_dims, c.ensemble, c.layer_norm)
+    tx = optax.adam(c.lr)
+
+    def critic(params, obs, actions):
+        return critic_def.apply(params, obs, actions)
+
+    def flow_actions(flow_params, obs, noise):
+        """``pi(s, z)``: F Euler steps from ``noise``, clipped; differentiable in ``flow_params``."""
+        return flow.euler_sample(lambda o, x, t: flow_def.apply(flow_params, o, x, t), obs, noise, F)
+
+    def sample_actions(params, obs, key):
+        """Best of ``best_of_n`` flow samples per state, by the critic's ensemble mean."""
+        noise = jax.random.normal(key, (obs.shape[0], c.best_of_n, chunk_dim))
+        obs_n = jnp.repeat(obs[:, None], c.best_of_n, axis=1)
+        candidates = flow_actions(params["flow"], obs_n, noise)
+        return best_of_n(lambda o, a: critic(params["critic"], o, a), obs, candidates)
+
+    def init(key):
+        k_flow, k_critic = jax.random.split(key)
+        o, x = jnp.zeros((1, obs_dim)), jnp.zeros((1, chunk_dim))
+        params = {"flow": flow_def.init(k_flow, o, x, jnp.zeros((1, 1))), "critic": critic_def.init(k_critic, o, x)}
+        return {"params": params, "target_critic": params["critic"], "opt_state": tx.init(params)}
+
+    def loss_terms(params, state, batch: Batch, key):
+        """Keys: ``split(key, 3)`` -> next chunk, BC flow (x0 then t), policy noise."""
+        k_next, k_bc, k_pi = jax.random.split(key, 3)
+        s0, sh, actions, reward_sum, bootstrap, valid = chunk_td(batch, h, c.discount)
+        frozen = jax.lax.stop_gradient(params)
+
+        next_actions = sample_actions(frozen, sh, k_next)
+        qs = critic(params["critic"], s0, actions)
+        critic_loss, target = td_loss(qs, critic(state["target_critic"], sh, next_actions), reward_sum, bootstrap, valid, c.rho)
+
+        bc_loss = suite_bc_flow_loss(lambda o, x, t: flow_def.apply(params["flow"], o, x, t), s0, actions, valid, k_bc)
+
+        # BPTT: the policy's chunk keeps its gradient through every Euler step; the critic is frozen.
+        z = jax.random.normal(k_pi, (s0.shape[0], chunk_dim))
+        pi = flow_actions(params["flow"], s0, z)
+        q_pi = critic(frozen["critic"], s0, pi).mean(axis=0)
+        q_loss = -q_pi.mean()
+
+        terms = {"critic": critic_loss, "bc": bc_loss, "q": q_loss}
+        stats = {**value_stats(qs, target, valid), "value/policy_q_mean": q_pi.mean(),
+                 "actor/mse": jnp.mean(jnp.square(pi - actions))}
+        return terms, stats
+
+    def losses(params, state, batch: Batch, key):
+        terms, stats = loss_terms(params, state, batch, key)
+        total = terms["critic"] + terms["bc"] + terms["q"] / c.alpha
+        return total, {"loss/total": total, **{f"loss/{k}": v for k, v in terms.items()}, **stats}
+
+    def update(state, batch: Batch, key):
+        params, opt_state, metrics = optimizer_step(tx, lambda p: losses(p, state, batch, key), state)
+        new_state = {
+            "params": params,
+            "target_critic": polyak(state["params"]["critic"], state["target_critic"], c.tau),
+            "opt_state": opt_state,
+        }
+        return new_state, metrics
+
+    def act(state, obs, key):
+        return sample_actions(state["params"], obs, key).reshape(obs.shape[0], h, action_dim)
+
+    extras = {"loss_terms": loss_terms, "losses": losses, "critic": critic, "flow_actions": flow_actions,
+              "sample_actions": sample_actions}
+    return Agent("fbrac", c, obs_dim, action_dim, init, update, act, extras)
+
+
+def specs() -> list:
+    from rql.agents.extra import suite_spec
+
+    return [suite_spec("fbrac", "FBRAC: BC flow pushed up Q by backpropagation through its Euler steps",
+                       FBRACConfig, make)]
