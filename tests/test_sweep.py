@@ -154,7 +154,7 @@ def test_local_sweep_finishes_skips_and_isolates_a_bad_cell(tiny_ogbench, tmp_pa
 
     # The same command again: finished cells are skipped, nothing is trained or rewritten, no Ray.
     before = file_times(out)
-    monkeypatch.setattr(sweep, "_start_ray", lambda *a: pytest.fail("a re-run with nothing to train started Ray"))
+    monkeypatch.setattr(sweep.execution, "_start_ray", lambda *a: pytest.fail("a re-run with nothing to train started Ray"))
     assert main(argv) == 1
     again = cells_of(out)
     assert all(again[d]["status"] == "skipped" for d in good)
