@@ -1,7 +1,10 @@
 """The agent registry: every method selectable with ``rql train --agent NAME``.
 
 Each entry gives the agent's config dataclass, ``make(config, obs_dim, action_dim)``, its
-per-environment presets (picked from the task name) and its network-size presets.
+per-environment presets (picked from the task name) and its network-size presets. The
+per-environment presets are named settings: ``env_presets`` is the default one (its name
+``settings``, e.g. ``suite`` for the QAM suite's protocol) and ``alt_env_presets`` holds named
+alternatives (e.g. ``fql-paper`` for FQL, IFQL and ReBRAC), chosen with ``rql train --settings``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,14 @@ class AgentSpec:
     make: Callable[[Any, int, int], Agent]
     env_presets: Callable[[str], dict]
     network_presets: dict[str, dict]
+    settings: str = "suite"
+    """Name of the settings ``env_presets`` applies (the default of ``--settings``)."""
+    alt_env_presets: dict[str, Callable[[str], dict]] = dataclasses.field(default_factory=dict)
+    """Named alternative settings: ``task -> values`` (called with ``""`` when no task is given)."""
+
+    @property
+    def settings_names(self) -> tuple[str, ...]:
+        return (self.settings, *self.alt_env_presets)
 
 
 def _registry() -> dict[str, AgentSpec]:
@@ -36,6 +47,7 @@ def _registry() -> dict[str, AgentSpec]:
             rql_agent.make,
             presets.rql_env_preset,
             {"small": presets.SMALL_FLOW, "reference": {}},
+            settings="rql-paper",
         ),
         AgentSpec(
             "flow-bc",
@@ -44,6 +56,7 @@ def _registry() -> dict[str, AgentSpec]:
             flow_bc.make,
             presets.chunk_env_preset,
             {"small": presets.SMALL_ACTOR, "reference": {}},
+            settings="rql-paper",
         ),
     ]
     from rql.agents import extra  # the baselines register themselves here
@@ -61,11 +74,33 @@ def get_spec(name: str) -> AgentSpec:
     return REGISTRY[name]
 
 
-def build_config(agent: str, task: str | None, preset: str | None = None, overrides: dict | None = None):
-    """Defaults, then the task's published settings, then the network preset, then overrides."""
+def resolve_settings(agent: str, settings: str | None = None) -> str:
+    """The name of the settings ``--settings`` picks for ``agent`` (its default when None)."""
     spec = get_spec(agent)
+    if settings is None:
+        return spec.settings
+    if settings not in spec.settings_names:
+        raise RQLError(
+            f"unknown settings '{settings}' for agent '{agent}'; choose one of: {', '.join(spec.settings_names)}"
+        )
+    return settings
+
+
+def build_config(agent: str, task: str | None, preset: str | None = None, overrides: dict | None = None,
+                 settings: str | None = None):
+    """Defaults, then the task's values under the named ``settings`` (the agent's default settings
+    when None), then the network preset, then overrides. A config with a ``settings`` field records
+    the name (an override ``settings`` picks them when the argument is None, as sweeps pass it)."""
+    spec = get_spec(agent)
+    overrides = dict(overrides or {})
+    fields = {f.name for f in dataclasses.fields(spec.config_cls)}
+    if settings is None and "settings" in fields:
+        settings = overrides.pop("settings", None)
+    name = resolve_settings(agent, settings)
     values = {}
-    if task:
+    if name != spec.settings:
+        values.update(spec.alt_env_presets[name](task or ""))
+    elif task:
         values.update(spec.env_presets(task))
     if preset:
         if preset not in spec.network_presets:
@@ -73,11 +108,12 @@ def build_config(agent: str, task: str | None, preset: str | None = None, overri
                 f"unknown preset '{preset}' for agent '{agent}'; choose one of: {', '.join(spec.network_presets)}"
             )
         values.update(spec.network_presets[preset])
-    values.update(overrides or {})
-    fields = {f.name for f in dataclasses.fields(spec.config_cls)}
+    values.update(overrides)
     unknown = sorted(set(values) - fields)
     if unknown:
         raise RQLError(f"agent '{agent}' has no field(s) {', '.join(unknown)}; see 'rql train --agent {agent} --help'")
+    if "settings" in fields:
+        values["settings"] = name
     return spec.config_cls(**values)
 
 
@@ -85,4 +121,4 @@ def make_agent(agent: str, config, obs_dim: int, action_dim: int) -> Agent:
     return get_spec(agent).make(config, obs_dim, action_dim)
 
 
-__all__ = ["Agent", "AgentConfig", "AgentSpec", "Batch", "REGISTRY", "build_config", "get_spec", "make_agent"]
+__all__ = ["Agent", "AgentConfig", "AgentSpec", "Batch", "REGISTRY", "build_config", "resolve_settings", "get_spec", "make_agent"]

@@ -1,22 +1,27 @@
-"""Flow Q-Learning (Park, Li, Levine, 2025), with action chunks.
+"""Flow Q-Learning (Park, Li, Levine, 2025), with action chunks, as the QAM suite runs it.
 
 One update (critic and actor share one Adam step on the sum of the losses):
 
 critic
-  next action  ``a' = clip(mu(s_h, z'), -1, 1)``, ``z' ~ N(0, I)`` from the one-step policy
+  next action  ``a' = clip(mu(s_h, z'), -1, 1)``, ``z' ~ N(0, I)`` from the one-step policy; with
+               ``best_of_n = N > 1`` the one of N such samples with the highest ``mean_E Q(s_h, .)``
+               (current critic)
   target       ``y = sum_{i<h} gamma^i r_i (1 - T_{i-1}) + gamma^h mask_{h-1} agg_E Q_target(s_h, a')``
-               with ``agg`` the ensemble mean or min (``q_agg``)
-  loss         ``(Q_e(s_0, a) - y)^2`` averaged over members and valid windows
+               with ``agg`` = ``q_agg``: ``mean - rho * std`` (the suite's), the mean or the min
+  loss         ``(Q_e(s_0, a) - y)^2`` averaged over members and windows, invalid windows zeroed
 actor
-  BC flow      flow matching on the interpolant, action dims after an episode end masked
+  BC flow      flow matching on the interpolant: squared error averaged over the chunk's dims,
+               invalid windows (more than one step past an episode end) zeroed, averaged over windows
   distill      ``|| mu(s_0, z) - flow(s_0, z) ||^2`` where ``flow`` is F Euler steps of the
                velocity field from the same noise (no gradient into the flow), x alpha
   Q            ``-mean_E Q(s_0, clip(mu(s_0, z)))`` (critic frozen), optionally divided by the
-               batch's mean ``|Q|`` (``normalize_q_loss``)
-then Polyak-averaged target critic (tau). Evaluation uses the one-step policy ``mu``.
+               batch's mean ``|Q|`` (``normalize_q_loss``, FQL's option)
+then Polyak-averaged target critic (tau). Acting: ``best_of_n`` one-step samples, the one with the
+highest ``mean_E Q`` (with N = 1 simply ``mu(s, z)``).
 
 With ``horizon = 1`` this is FQL's own protocol; ``horizon = h`` makes the critic a function of
-the flattened chunk and the target an h-step return (as in Q-chunking).
+the flattened chunk and the target an h-step return (as in Q-chunking). ``rql train --settings
+fql-paper`` gives the FQL paper's values (two critics, mean or min per environment).
 """
 
 from __future__ import annotations
@@ -29,38 +34,55 @@ import jax.numpy as jnp
 import optax
 
 from rql import flow
+import tyro
+
 from rql.agents.base import (
-    ActorCriticConfig,
     Agent,
     Batch,
-    chunk_action_mask,
+    SuiteConfig,
     flat_chunk,
     n_step_return,
     optimizer_step,
+    pessimistic,
     polyak,
 )
 from rql.nets import MLP, Ensemble, VelocityField
 
+QAgg = Literal["pessimistic", "mean", "min"]
+
+def aggregate(qs: jax.Array, how: str, rho: float) -> jax.Array:
+    """Combine an ensemble's values (axis 0): ``mean - rho * std``, the mean, or the minimum."""
+    if how == "pessimistic":
+        return pessimistic(qs, rho)
+    return qs.min(axis=0) if how == "min" else qs.mean(axis=0)
+
+
+def window_mean(per_dim: jax.Array, valid: jax.Array) -> jax.Array:
+    """Mean over windows of the per-window mean over dims, invalid windows zeroed (the suite's masking)."""
+    return jnp.mean(per_dim.mean(axis=-1) * valid)
+
 
 @dataclasses.dataclass
-class FQLConfig(ActorCriticConfig):
-    """Flow Q-Learning. Defaults are the FQL reference implementation's."""
+class FQLConfig(SuiteConfig):
+    """Flow Q-Learning. Defaults are the QAM suite's FQL (its get_config)."""
 
-    alpha: float = 10.0
+    alpha: float = 100.0
     """Weight of the distillation loss (the behaviour constraint; tuned per environment)."""
-    flow_steps: int = 10
-    """Euler steps F of the behaviour flow that the one-step policy is distilled from."""
-    q_agg: Literal["mean", "min"] = "mean"
-    """How the target critic's members are combined: 'mean', or 'min' (clipped double Q)."""
+    q_agg: QAgg = "pessimistic"
+    """How the target critic's members are combined: 'pessimistic' (mean - rho * std, the suite's),
+    'mean', or 'min' (clipped double Q)."""
+    best_of_n: int = 1
+    """One-step samples per state for the target's next action and for acting; the one with the
+    highest mean Q is taken."""
     normalize_q_loss: bool = False
     """Divide the actor's Q term by the batch's mean |Q| (makes alpha invariant to the reward scale)."""
-    ensemble: int = 2
-    """Number of critics."""
+    settings: tyro.conf.Suppress[str] = "suite"
+    """Which named settings --task applied ('suite' or 'fql-paper'; set by rql train --settings)."""
 
 
 def make(config: FQLConfig, obs_dim: int, action_dim: int) -> Agent:
     c = config
-    h, F = c.horizon, c.flow_steps
+    h, F, N = c.horizon, c.flow_steps, c.best_of_n
     chunk_dim = h * action_dim
     flow_def = VelocityField(c.actor_hidden_dims, chunk_dim, c.actor_layer_norm)
     onestep_def = MLP(c.actor_hidden_dims, chunk_dim, c.actor_layer_norm)
@@ -79,8 +101,15 @@ def make(config: FQLConfig, obs_dim: int, action_dim: int) -> Agent:
     def critic(params, obs, actions):
         return critic_def.apply(params, obs, actions)
 
-    def aggregate(qs):
-        return qs.min(axis=0) if c.q_agg == "min" else qs.mean(axis=0)
+    def best_of(params, obs, noise):
+        """The one-step sample with the highest ``mean_E Q`` among ``noise`` (B, N, chunk_dim) per state."""
+        B = obs.shape[0]
+        obs_n = jnp.broadcast_to(obs[:, None, :], (B, N, obs.shape[-1]))
+        samples = onestep(params["onestep"], obs_n, noise)
+        if N == 1:
+            return samples[:, 0]
+        best = jnp.argmax(critic(params["critic"], obs_n, samples).mean(axis=0), axis=1)
+        return jnp.take_along_axis(samples, best[:, None, None], axis=1)[:, 0]
 
     def init(key):
         k_flow, k_onestep, k_critic = jax.random.split(key, 3)
@@ -101,8 +130,9 @@ def make(config: FQLConfig, obs_dim: int, action_dim: int) -> Agent:
 
         # Critic: chunked n-step target on the one-step policy's next chunk.
         reward_sum, bootstrap, valid = n_step_return(batch, h, c.discount)
-        next_actions = onestep(params["onestep"], sh, jax.random.normal(k_next, (B, chunk_dim)))
-        next_q = aggregate(critic(state["target_critic"], sh, jax.lax.stop_gradient(next_actions)))
+        frozen = jax.lax.stop_gradient(params)
+        next_actions = best_of(frozen, sh, jax.random.normal(k_next, (B, N, chunk_dim)))
+        next_q = aggregate(critic(state["target_critic"], sh, next_actions), c.q_agg, c.rho)
         target = jax.lax.stop_gradient(reward_sum + bootstrap * next_q)
         qs = critic(params["critic"], s0, actions)
         critic_loss = jnp.mean(jnp.square(qs - target) * valid)
@@ -112,7 +142,7 @@ def make(config: FQLConfig, obs_dim: int, action_dim: int) -> Agent:
         t = jax.random.uniform(k_time, (B, 1))
         x_t, target_vel = flow.interpolate(noise, actions, t)
         pred = flow_def.apply(params["flow"], s0, x_t, t)
-        bc_loss = jnp.mean(jnp.square(pred - target_vel) * chunk_action_mask(batch, h, action_dim))
+        bc_loss = window_mean(jnp.square(pred - target_vel), valid)
 
         # One-step policy: distilled from the flow's samples and pushed up the (frozen) critic.
         z = jax.random.normal(k_distill, (B, chunk_dim))
@@ -152,8 +182,9 @@ def make(config: FQLConfig, obs_dim: int, action_dim: int) -> Agent:
         return new_state, metrics
 
     def act(state, obs, key):
-        noise = jax.random.normal(key, (obs.shape[0], chunk_dim))
-        return onestep(state["params"]["onestep"], obs, noise).reshape(obs.shape[0], h, action_dim)
+        noise = jax.random.normal(key, (obs.shape[0], N, chunk_dim))
+        return best_of(state["params"], obs, noise).reshape(obs.shape[0], h, action_dim)
 
-    extras = {"loss_terms": loss_terms, "critic": critic, "onestep": onestep, "flow_actions": flow_actions}
+    extras = {"loss_terms": loss_terms, "critic": critic, "onestep": onestep, "flow_actions": flow_actions,
+              "best_of": best_of}
     return Agent("fql", c, obs_dim, action_dim, init, update, act, extras)

@@ -1,16 +1,22 @@
 """Implicit Flow Q-Learning: IQL's value learning with a flow behaviour policy, actions picked
 by rejection over flow samples (the flow variant of IDQL, as in the FQL codebase), with chunks.
 
-One update (value, critic and flow share one Adam step on the sum of the losses):
+As the QAM suite runs it. One update (value, critic and flow share one Adam step on the sum of
+the losses):
 
-value   ``V(s_0)`` regresses on ``min_E Q_target(s_0, a)`` with the expectile loss (``expectile``)
+value   ``V(s_0)`` regresses on ``agg_E Q_target(s_0, a)`` with the expectile loss (expectile
+        ``kappa``), ``agg`` = ``q_agg``: ``mean - rho * std`` (the suite's) or the min, averaged
+        over all windows
 critic  ``Q_e(s_0, a)`` regresses on ``sum_{i<h} gamma^i r_i (1 - T_{i-1}) + gamma^h mask_{h-1} V(s_h)``
-        (``V`` not moved by this loss), squared error summed over members
-flow    flow matching on the interpolant, action dims after an episode end masked
+        (``V`` not moved by this loss), squared error averaged over members (summed with
+        ``critic_sum``, the FQL codebase's) and windows, invalid windows zeroed
+flow    flow matching on the interpolant: squared error averaged over the chunk's dims, invalid
+        windows zeroed
 then Polyak-averaged target critic (tau).
 
 Acting: ``num_samples`` chunks from the flow (F Euler steps from independent noise), the one with
-the highest ``min_E Q`` is executed.
+the highest ``min_E Q`` is executed (the suite's rejection step uses the minimum too).
+``rql train --settings fql-paper`` gives the FQL paper's values (two critics, min, summed loss).
 """
 
 from __future__ import annotations
@@ -22,32 +28,43 @@ import jax.numpy as jnp
 import optax
 
 from rql import flow
+import tyro
+
 from rql.agents.base import (
-    ActorCriticConfig,
     Agent,
     Batch,
-    chunk_action_mask,
+    SuiteConfig,
     expectile_loss,
     flat_chunk,
     n_step_return,
     optimizer_step,
     polyak,
 )
+from rql.agents.fql import QAgg, aggregate, window_mean
 from rql.nets import MLP, Ensemble, VelocityField
 
 
 @dataclasses.dataclass
-class IFQLConfig(ActorCriticConfig):
-    """Implicit Flow Q-Learning. Defaults are the FQL codebase's IFQL."""
+class IFQLConfig(SuiteConfig):
+    """Implicit Flow Q-Learning. Defaults are the QAM suite's IFQL (its get_config)."""
 
-    expectile: float = 0.9
-    """Expectile of the value loss (IQL's tau)."""
+    kappa: float = 0.9
+    """Expectile of the value loss (IQL's tau; tuned per environment)."""
+    expectile: float | None = None
+    """Alias of kappa (the FQL codebase's name): when given it sets kappa."""
     num_samples: int = 32
     """Flow samples per state among which the action is picked by Q."""
-    flow_steps: int = 10
-    """Euler steps F of the flow."""
-    ensemble: int = 2
-    """Number of critics (the value target and action selection use their minimum)."""
+    q_agg: QAgg = "pessimistic"
+    """How the target critics are combined for the value's regression target: 'pessimistic'
+    (mean - rho * std, the suite's), 'mean' or 'min' (the FQL codebase's)."""
+    critic_sum: bool = False
+    """Sum the critics' squared errors over the ensemble (the FQL codebase) instead of averaging (the suite)."""
+    settings: tyro.conf.Suppress[str] = "suite"
+    """Which named settings --task applied ('suite' or 'fql-paper'; set by rql train --settings)."""
+
+    def __post_init__(self):
+        if self.expectile is not None:
+            self.kappa, self.expectile = float(self.expectile), None
 
 
 def make(config: IFQLConfig, obs_dim: int, action_dim: int) -> Agent:
@@ -83,23 +100,24 @@ def make(config: IFQLConfig, obs_dim: int, action_dim: int) -> Agent:
         actions = flat_chunk(batch, h)
         reward_sum, bootstrap, valid = n_step_return(batch, h, c.discount)
 
-        # Value: expectile of the target critics' minimum at the dataset chunk.
-        q_data = critic(state["target_critic"], s0, actions).min(axis=0)
+        # Value: expectile of the target critics' aggregate at the dataset chunk (every window, as the suite).
+        q_data = aggregate(critic(state["target_critic"], s0, actions), c.q_agg, c.rho)
         v = value(params["value"], s0)
-        value_loss = jnp.mean(expectile_loss(jax.lax.stop_gradient(q_data) - v, c.expectile) * valid)
+        value_loss = jnp.mean(expectile_loss(jax.lax.stop_gradient(q_data) - v, c.kappa))
 
         # Critic: chunked n-step target on the value of the state after the chunk.
         next_v = value(jax.lax.stop_gradient(params["value"]), sh)
         target = jax.lax.stop_gradient(reward_sum + bootstrap * next_v)
         qs = critic(params["critic"], s0, actions)
-        critic_loss = jnp.mean(jnp.sum(jnp.square(qs - target), axis=0) * valid)
+        sq = jnp.square(qs - target) * valid
+        critic_loss = jnp.mean(jnp.sum(sq, axis=0)) if c.critic_sum else jnp.mean(sq)
 
         # Behaviour flow.
         noise = jax.random.normal(k_noise, (B, chunk_dim))
         t = jax.random.uniform(k_time, (B, 1))
         x_t, target_vel = flow.interpolate(noise, actions, t)
         pred = flow_def.apply(params["flow"], s0, x_t, t)
-        bc_loss = jnp.mean(jnp.square(pred - target_vel) * chunk_action_mask(batch, h, action_dim))
+        bc_loss = window_mean(jnp.square(pred - target_vel), valid)
 
         terms = {"value": value_loss, "critic": critic_loss, "bc": bc_loss}
         stats = {

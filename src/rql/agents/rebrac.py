@@ -1,21 +1,25 @@
-"""ReBRAC (Tarasov et al., 2023): TD3+BC with LayerNorm critics and separate behaviour
-penalties on the actor and the critic target, as in the FQL codebase, with action chunks.
+"""ReBRAC (Tarasov et al., 2023): TD3+BC with LayerNorm critics and behaviour penalties on the
+actor (and, in the FQL codebase, on the critic target), with action chunks, as the QAM suite runs it.
 
 One update (critic and actor share one Adam step on the sum of the losses); updates are
 counted from 1 and update ``k`` is *full* when ``k % actor_freq == 0``:
 
 critic  next chunk ``a' = clip(pi_target(s_h) + clip(eps, -c, c), -1, 1)``, ``eps ~ N(0, actor_noise^2)``;
-        ``q' = min_E Q_target(s_h, a') - alpha_critic ||a'_0 - a_h||^2`` (``a'_0`` the first action of
-        the next chunk, ``a_h`` the dataset's action after the chunk: the one next action a window
-        holds; with h = 1 this is the whole next action as in ReBRAC);
+        ``q' = agg_E Q_target(s_h, a') - alpha_critic ||a'_0 - a_h||^2`` with ``agg`` = ``q_agg``
+        (``mean - rho * std``, the suite's, or the min); ``a'_0`` the first action of the next chunk,
+        ``a_h`` the dataset's action after the chunk (the one next action a window holds; with h = 1
+        the whole next action as in ReBRAC; the suite has no critic penalty, alpha_critic 0);
         target ``y = sum_{i<h} gamma^i r_i (1 - T_{i-1}) + gamma^h mask_{h-1} q'``; loss squared error
-        averaged over members and valid windows
-actor   on full updates only: ``-mean(lambda min_E Q(s_0, pi(s_0))) + alpha_actor mean ||pi(s_0) - a||^2``
-        with ``lambda = 1 / mean|min_E Q|`` (no gradient) and action dims after an episode end masked;
-        on the other updates the actor's loss is zero (its Adam moments still step, as in the reference)
+        averaged over members and windows, invalid windows zeroed
+actor   ``-mean(lambda agg_E Q(s_0, pi(s_0))) + alpha_actor mean(valid ||pi(s_0) - a||^2)`` with
+        ``lambda = 1 / mean|agg_E Q|`` (no gradient), invalid windows zeroed. The suite's training
+        loop adds it on every update (``actor_every_step``); the FQL codebase only on full updates
+        (on the others the actor's loss is zero, its Adam moments still step)
 targets Polyak (tau) for critic and actor, on full updates only.
 
-Acting is deterministic: ``pi(s)`` (the reference evaluates at temperature 0, i.e. without noise).
+Acting: ``pi(s)`` plus the clipped smoothing noise (the suite's sampler, ``act_noise``), or ``pi(s)``
+alone (the FQL codebase evaluates at temperature 0). ``rql train --settings fql-paper`` gives the
+FQL paper's values (two critics, min, critic penalty, actor on full updates, deterministic acting).
 """
 
 from __future__ import annotations
@@ -26,37 +30,51 @@ import jax
 import jax.numpy as jnp
 import optax
 
+import tyro
+
 from rql.agents.base import (
     ActorCriticConfig,
     Agent,
     Batch,
-    chunk_action_mask,
     flat_chunk,
     n_step_return,
     optimizer_step,
     polyak,
 )
+from rql.agents.fql import QAgg, aggregate
 from rql.nets import Ensemble, GaussianActor
 
 
 @dataclasses.dataclass
 class ReBRACConfig(ActorCriticConfig):
-    """ReBRAC. Defaults are the FQL codebase's ReBRAC."""
+    """ReBRAC. Defaults are the QAM suite's ReBRAC (its get_config)."""
 
     alpha_actor: float = 0.0
     """Weight of the actor's behaviour-cloning penalty (tuned per environment)."""
     alpha_critic: float = 0.0
-    """Weight of the behaviour penalty on the critic's next action (tuned per environment)."""
+    """Weight of the behaviour penalty on the critic's next action (the FQL codebase's; not in the suite)."""
     actor_freq: int = 2
-    """Update the actor (and both targets) every N updates."""
+    """Full updates (both targets move; the actor's loss too unless actor_every_step) every N updates."""
     actor_noise: float = 0.2
-    """Standard deviation of the target policy smoothing noise."""
+    """Standard deviation of the target policy smoothing noise (and of the acting noise, act_noise)."""
     actor_noise_clip: float = 0.5
     """Clip of the target policy smoothing noise."""
-    ensemble: int = 2
-    """Number of critics (targets and the actor use their minimum)."""
+    ensemble: int = 10
+    """Number of critics (the suite's num_qs)."""
+    rho: float = 0.5
+    """Pessimism of q_agg 'pessimistic': critics are aggregated as mean_E - rho * std_E."""
+    q_agg: QAgg = "pessimistic"
+    """How the critics are combined for the target and the actor: 'pessimistic' (mean - rho * std,
+    the suite's), 'mean' or 'min' (the FQL codebase's)."""
+    actor_every_step: bool = True
+    """Add the actor's loss on every update (the suite's training loop) rather than on full updates only
+    (the FQL codebase); the targets move on full updates either way."""
+    act_noise: bool = True
+    """Act with the clipped smoothing noise added (the suite's sampler); False acts with pi(s) alone."""
     actor_fc_scale: float = 0.01
     """Variance-scaling factor of the actor's output layer."""
+    settings: tyro.conf.Suppress[str] = "suite"
+    """Which named settings --task applied ('suite' or 'fql-paper'; set by rql train --settings)."""
 
 
 def make(config: ReBRACConfig, obs_dim: int, action_dim: int) -> Agent:
@@ -72,6 +90,11 @@ def make(config: ReBRACConfig, obs_dim: int, action_dim: int) -> Agent:
 
     def critic(params, obs, actions):
         return critic_def.apply(params, obs, actions)
+
+    def smoothed(actions, key):
+        """``clip(actions + clip(N(0, actor_noise^2), -c, c), -1, 1)``: target smoothing and the suite's sampler."""
+        eps = jax.random.normal(key, actions.shape) * c.actor_noise
+        return jnp.clip(actions + jnp.clip(eps, -c.actor_noise_clip, c.actor_noise_clip), -1.0, 1.0)
 
     def init(key):
         k_actor, k_critic = jax.random.split(key)
@@ -89,16 +112,13 @@ def make(config: ReBRACConfig, obs_dim: int, action_dim: int) -> Agent:
         }
 
     def loss_terms(params, state, batch: Batch, key):
-        B = batch.observations.shape[0]
         s0, sh = batch.observations[:, 0], batch.observations[:, h]
         actions = flat_chunk(batch, h)
 
         # Critic: smoothed target policy, behaviour penalty on its next action.
         reward_sum, bootstrap, valid = n_step_return(batch, h, c.discount)
-        next_actions = actor(state["target_actor"], sh)
-        eps = jnp.clip(jax.random.normal(key, (B, chunk_dim)) * c.actor_noise, -c.actor_noise_clip, c.actor_noise_clip)
-        next_actions = jnp.clip(next_actions + eps, -1.0, 1.0)
-        next_q = critic(state["target_critic"], sh, next_actions).min(axis=0)
+        next_actions = smoothed(actor(state["target_actor"], sh), key)
+        next_q = aggregate(critic(state["target_critic"], sh, next_actions), c.q_agg, c.rho)
         penalty = jnp.sum(jnp.square(next_actions[:, :action_dim] - batch.actions[:, h]), axis=-1)
         target = jax.lax.stop_gradient(reward_sum + bootstrap * (next_q - c.alpha_critic * penalty))
         qs = critic(params["critic"], s0, actions)
@@ -106,10 +126,10 @@ def make(config: ReBRACConfig, obs_dim: int, action_dim: int) -> Agent:
 
         # Actor: normalised Q ascent plus behaviour cloning.
         pi = actor(params["actor"], s0)
-        q_pi = critic(jax.lax.stop_gradient(params["critic"]), s0, pi).min(axis=0)
+        q_pi = aggregate(critic(jax.lax.stop_gradient(params["critic"]), s0, pi), c.q_agg, c.rho)
         lam = jax.lax.stop_gradient(1.0 / jnp.abs(q_pi).mean())
         q_loss = -jnp.mean(lam * q_pi)
-        mse = jnp.sum(jnp.square(pi - actions) * chunk_action_mask(batch, h, action_dim), axis=-1)
+        mse = jnp.sum(jnp.square(pi - actions), axis=-1) * valid
         bc_loss = jnp.mean(mse)
 
         terms = {"critic": critic_loss, "q": q_loss, "bc": bc_loss}
@@ -127,14 +147,14 @@ def make(config: ReBRACConfig, obs_dim: int, action_dim: int) -> Agent:
     def update(state, batch: Batch, key):
         count = state["updates"] + 1
         full = (count % c.actor_freq) == 0
-        w = full.astype(jnp.float32)
+        w = jnp.ones((), jnp.float32) if c.actor_every_step else full.astype(jnp.float32)
 
         def losses(params):
             terms, stats = loss_terms(params, state, batch, key)
             actor_loss = terms["q"] + c.alpha_actor * terms["bc"]
             total = terms["critic"] + w * actor_loss
             metrics = {"loss/total": total, "loss/actor": actor_loss, **{f"loss/{k}": v for k, v in terms.items()}}
-            return total, {**metrics, **stats, "actor/full_update": w}
+            return total, {**metrics, **stats, "actor/full_update": full.astype(jnp.float32)}
 
         params, opt_state, metrics = optimizer_step(tx, losses, state)
         old = state["params"]
@@ -152,8 +172,10 @@ def make(config: ReBRACConfig, obs_dim: int, action_dim: int) -> Agent:
         return new_state, metrics
 
     def act(state, obs, key):
-        del key  # deterministic policy
-        return actor(state["params"]["actor"], obs).reshape(obs.shape[0], h, action_dim)
+        pi = actor(state["params"]["actor"], obs)
+        if c.act_noise:
+            pi = smoothed(pi, key)
+        return pi.reshape(obs.shape[0], h, action_dim)
 
     extras = {"loss_terms": loss_terms, "actor": actor, "critic": critic}
     return Agent("rebrac", c, obs_dim, action_dim, init, update, act, extras)
