@@ -153,7 +153,9 @@ def _train_cls(agent_name: str):
     from rql.agents import get_spec
     from rql.train import RunConfig
 
-    cfg_cls = get_spec(agent_name).config_cls
+    spec = get_spec(agent_name)
+    cfg_cls = spec.config_cls
+    settings_help = ", ".join(f"'{n}'" for n in spec.settings_names)
 
     import tyro
 
@@ -170,13 +172,18 @@ def _train_cls(agent_name: str):
                 help="Train several seeds as one compiled function in this process: '0,1,2,3' lists them, '4' "
                      "means 0,1,2,3. Each seed writes its own run directory, --run-dir D/s<seed> (D: --run-dir or "
                      "runs/<task>/<agent>-seeds...-<time>), and equals a run with --seed alone.")], None),
+            ("settings", Annotated[str, tyro.conf.arg(
+                help=f"Named per-environment settings that --task applies: {settings_help}.")], spec.settings),
+            ("print_config", Annotated[bool, tyro.conf.arg(
+                help="Print the resolved agent fields as JSON (defaults, then --task under --settings, then "
+                     "--preset, then --agent.FIELD values) and exit without reading data.")], False),
         ],
         bases=(RunConfig,),
     )
 
 
 def cmd_train(argv: list[str]) -> int:
-    from rql.agents import REGISTRY, build_config, get_spec
+    from rql.agents import REGISTRY, build_config, get_spec, resolve_settings
 
     agent_name, argv = _pop_option(argv, "--agent")
     resume = _peek_option(argv, "--resume")
@@ -201,16 +208,26 @@ def cmd_train(argv: list[str]) -> int:
     spec = get_spec(agent_name)
     task = _peek_option(argv, "--task")
     preset = _peek_option(argv, "--preset")
+    settings = _peek_option(argv, "--settings")
     cls = _train_cls(agent_name)
-    default_cfg = build_config(agent_name, task, preset)
+    default_cfg = build_config(agent_name, task, preset, settings=settings)
     agents = ", ".join(f"{n} ({s.description})" for n, s in sorted(REGISTRY.items()))
     description = (
         f"Train an agent offline (then online with --online-steps). Select the method with --agent NAME; one of: {agents}. "
         f"Showing the fields of '{agent_name}' ({spec.description}); their defaults below already include "
         "the per-environment settings of --task and the --preset, when given on the same line. "
-        "Override any agent field with --agent.FIELD VALUE."
+        "--task applies named settings: by default the QAM suite's comparison protocol ('suite': 10 critics "
+        "as mean - rho * std, 4x512 networks, the suite's chunk length and discount, and each method's own "
+        "per-environment values) for every method of the suite, the RQL paper's for rql ('rql-paper'); "
+        "--settings fql-paper gives FQL, IFQL and ReBRAC the FQL paper's values instead (two critics combined "
+        "by mean or min). --preset small shrinks any of them to 2x256 networks and 2 critics. "
+        "Override any agent field with --agent.FIELD VALUE; --print-config shows the result."
     )
-    args = _tyro_parse(cls, argv, "rql train", description, default=cls(agent=default_cfg))
+    args = _tyro_parse(cls, argv, "rql train", description,
+                       default=cls(agent=default_cfg, settings=resolve_settings(agent_name, settings)))
+    if args.print_config:
+        print(json.dumps(dataclasses.asdict(args.agent), indent=2))
+        return 0
     from rql.train import RunConfig, parse_seeds, train, train_group
 
     run = RunConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig)})
