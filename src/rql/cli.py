@@ -20,7 +20,8 @@ commands:
   eval       evaluate a saved run (rql eval RUN_DIR --episodes N)
   demo       generate a small dataset, train RQL and a BC baseline, plot and report (offline, CPU)
   data       generate OGBench datasets offline, or describe a dataset (rql data generate|info --help)
-  compare    tabulate and plot runs by agent and task (rql compare RUN_DIR...)
+  compare    tabulate and plot runs by agent and task (rql compare RUN_DIR... [--published])
+  published  the published results of the RQL paper's comparison, in its layout (rql published --help)
   sweep      run a grid of tasks x agents x seeds x settings on Ray (rql sweep --help)
   lab        the ideas of RQL drawn from trained networks, as one HTML page (rql lab --help)
   bench      measure update throughput (rql bench throughput --help)
@@ -475,6 +476,7 @@ def _lazy(module: str, func: str):
 
 COMMANDS["demo"] = _lazy("rql.demo", "cmd_demo")
 COMMANDS["compare"] = _lazy("rql.compare", "cmd_compare")
+COMMANDS["published"] = _lazy("rql.published", "cmd_published")
 COMMANDS["sweep"] = _lazy("rql.sweep", "cmd_sweep")
 COMMANDS["lab"] = _lazy("rql.lab", "cmd_lab")
 

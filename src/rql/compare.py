@@ -35,7 +35,14 @@ class CompareArgs:
     runs: Annotated[list[str], tyro.conf.Positional, tyro.conf.arg(metavar="RUN_DIR")]
     """Run directories made by 'rql train', or folders containing run directories (searched recursively)."""
     out: Annotated[str, tyro.conf.arg(metavar="DIR")] = "comparison"
-    """Folder written: comparison.md, comparison.csv and one learning-curve PNG per task."""
+    """Folder written: comparison.md, comparison.csv, plot_data.json and one learning-curve PNG per task."""
+    published: bool = False
+    """Put the published results beside each (task, agent) that has a counterpart (the QAM suite's curves; RQL's
+    own table at 1M): the plot gains the published mean curve with its 95% band, the table the published success
+    at the last published step at or below the run's last step, whether ours lies inside, above or below that
+    interval, and what in the run's agent settings differs from the published protocol."""
+    published_file: str | None = None
+    """With --published: another copy of the suite's curves file (default: the one shipped with rql)."""
 
 
 @dataclasses.dataclass
@@ -48,6 +55,10 @@ class Run:
     """Evaluation points in step order: step, success, success_ci_low, success_ci_high."""
     episodes: int = 0
     """Episodes per evaluation (from config.json; 0 when unknown)."""
+    base_agent: str = ""
+    """The registered agent's name (``agent`` may be a sweep's variant label)."""
+    agent_config: dict = dataclasses.field(default_factory=dict)
+    """The run's resolved agent settings (config.json)."""
 
     @property
     def final(self) -> dict:
@@ -142,6 +153,7 @@ def read_run(run_dir: pathlib.Path) -> Run:
             seed = int(summary.get("seed", seed))
         except (OSError, json.JSONDecodeError, TypeError, ValueError, AttributeError) as e:
             raise RQLError(f"{summary_path}: unreadable summary ({e})") from None
+    base_agent = agent
     if label:
         agent = str(label)
 
@@ -167,7 +179,8 @@ def read_run(run_dir: pathlib.Path) -> Run:
                 }
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise RQLError(f"{path}: unreadable metrics.csv ({e})") from None
-    return Run(run_dir, agent, task, seed, [evals[s] for s in sorted(evals)], episodes)
+    agent_config = doc.get("agent_config") if isinstance(doc.get("agent_config"), dict) else {}
+    return Run(run_dir, agent, task, seed, [evals[s] for s in sorted(evals)], episodes, base_agent, agent_config)
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -230,6 +243,74 @@ def curve(runs: list[Run]) -> tuple[list[int], list[float], list[float], list[fl
     return steps, means, lows, highs
 
 
+# ----------------------------------------------------------------------------- published results
+
+
+@dataclasses.dataclass
+class Beside:
+    """A group's published counterpart."""
+
+    name: str
+    """The published method name (e.g. 'DSRL', 'RQL')."""
+    cell: object | None
+    """The published point at or below the group's last step (``rql.published.Cell``), or None before 50,000."""
+    verdict: str
+    """'inside', 'above' or 'below' the published interval ('' without a point)."""
+    differs: list[str]
+    """Agent settings of the runs that differ from the published protocol's (``--task``'s defaults)."""
+    curve: list
+    """Published points up to the first one at or after the group's last step."""
+
+
+def protocol_differences(runs: list[Run]) -> list[str]:
+    """Agent fields whose value in any run differs from what ``--task`` gives the agent (the protocol)."""
+    from rql.agents import REGISTRY, build_config
+
+    differs: set[str] = set()
+    for r in runs:
+        if r.base_agent not in REGISTRY or not r.agent_config:
+            continue
+        protocol = dataclasses.asdict(build_config(r.base_agent, r.task))
+        for k, v in protocol.items():
+            if k in r.agent_config and json.loads(json.dumps(v)) != r.agent_config[k]:
+                differs.add(k)
+    return sorted(differs)
+
+
+def published_beside(groups: list[Group], pub, warn) -> dict[tuple[str, str], Beside]:
+    """The counterpart of each group that has one; one note for each group without one."""
+    from rql.published import verdict
+
+    out = {}
+    for g in groups:
+        base = g.runs[0].base_agent or g.agent
+        if not pub.has(g.task, base):
+            warn(f"note: no published result for {g.agent} on {g.task} (published: RQL and the QAM suite's 16 methods "
+                 "on the RQL paper's 10 environments x 5 tasks); compared without one")
+            continue
+        last = g.steps[1]
+        cell = pub.cell(g.task, base, last)
+        out[(g.task, g.agent)] = Beside(
+            pub.method_name(base), cell, verdict(g.success_mean, cell) if cell else "",
+            protocol_differences(g.runs), pub.curve(g.task, base, up_to=last),
+        )
+    return out
+
+
+def _beside_text(b: Beside | None) -> tuple[str, str, str]:
+    if b is None:
+        return "none", "", ""
+    if b.cell is None:
+        point, where = f"none at or below this step ({b.name}'s first point is 50000)", ""
+    elif b.cell.seeds:
+        point = f"{_pct(b.cell.mean)} [{_pct(b.cell.low)}, {_pct(b.cell.high)}] ({b.name}, step {b.cell.step})"
+        where = b.verdict
+    else:
+        point, where = f"{_pct(b.cell.mean)} ({b.name}, step {b.cell.step}, no interval)", b.verdict
+    protocol = "as published" if not b.differs else "differs: " + ", ".join(b.differs)
+    return point, where, protocol
+
+
 # ----------------------------------------------------------------------------- outputs
 
 
@@ -246,31 +327,56 @@ def plot_name(task: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", task) + ".png"
 
 
-def markdown(groups: list[Group]) -> str:
-    lines = [
-        "| task | agent | success % | 95% interval | seeds | steps |",
-        "|---|---|---|---|---|---|",
-    ]
+def markdown(groups: list[Group], beside: dict | None = None) -> str:
+    head = "| task | agent | success % | 95% interval | seeds | steps |"
+    rule = "|---|---|---|---|---|---|"
+    if beside is not None:
+        head += " published % [95%] | ours vs published | settings vs protocol |"
+        rule += "---|---|---|"
+    lines = [head, rule]
     for g in groups:
         kind = {"t": "t over seeds", "t+pooled": "t over seeds, widened to pooled Wilson"}.get(
             g.interval, "Wilson, 1 run")
-        lines.append(
+        line = (
             f"| {g.task} | {g.agent} | {_pct(g.success_mean)} | [{_pct(g.ci_low)}, {_pct(g.ci_high)}] ({kind}) "
             f"| {len(g.runs)} | {_steps_text(g)} |"
         )
+        if beside is not None:
+            line += " {} | {} | {} |".format(*_beside_text(beside.get((g.task, g.agent))))
+        lines.append(line)
     return "\n".join(lines) + "\n"
 
 
 CSV_COLUMNS = ["task", "agent", "success_mean", "success_ci_low", "success_ci_high", "interval", "seeds",
                "seed_list", "steps_min", "steps_max", "run_success"]
+PUBLISHED_COLUMNS = ["published_method", "published_step", "published_mean", "published_ci_low", "published_ci_high",
+                     "vs_published", "differs_from_protocol"]
 
 
-def write_csv(path: pathlib.Path, groups: list[Group]) -> None:
+def _published_row(b: Beside | None) -> dict:
+    if b is None:
+        return {k: "" for k in PUBLISHED_COLUMNS}
+    c = b.cell
+    return {
+        "published_method": b.name,
+        "published_step": c.step if c else "",
+        "published_mean": f"{c.mean:.6g}" if c else "",
+        "published_ci_low": f"{c.low:.6g}" if c else "",
+        "published_ci_high": f"{c.high:.6g}" if c else "",
+        "vs_published": b.verdict,
+        "differs_from_protocol": ";".join(b.differs),
+    }
+
+
+def write_csv(path: pathlib.Path, groups: list[Group], beside: dict | None = None) -> None:
+    columns = CSV_COLUMNS + (PUBLISHED_COLUMNS if beside is not None else [])
     with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, CSV_COLUMNS)
+        w = csv.DictWriter(f, columns)
         w.writeheader()
         for g in groups:
+            extra = _published_row(beside.get((g.task, g.agent))) if beside is not None else {}
             w.writerow({
+                **extra,
                 "task": g.task,
                 "agent": g.agent,
                 "success_mean": f"{g.success_mean:.6g}",
@@ -285,20 +391,33 @@ def write_csv(path: pathlib.Path, groups: list[Group]) -> None:
             })
 
 
-def plot_task(path: pathlib.Path, task: str, groups: list[Group]) -> None:
-    """One learning curve per agent (mean over seeds, shaded 95% band), drawn with the Agg canvas
-    directly so that no global pyplot state or interactive backend is touched."""
+def plot_task(path: pathlib.Path, task: str, groups: list[Group], beside: dict | None = None) -> dict:
+    """One learning curve per agent (mean over seeds, shaded 95% band), and with ``beside`` each
+    agent's published curve (dashed, its band hatched), drawn with the Agg canvas directly so that no
+    global pyplot state or interactive backend is touched. Returns the plotted series."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6.4, 4.2), dpi=110)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
+    series: dict = {"runs": {}, "published": {}}
     for g in groups:
         steps, means, lows, highs = curve(g.runs)
         label = f"{g.agent} ({len(g.runs)} seed{'s' if len(g.runs) != 1 else ''})"
         (line,) = ax.plot(steps, means, marker="o", markersize=3, label=label)
         ax.fill_between(steps, lows, highs, color=line.get_color(), alpha=0.2, linewidth=0)
+        series["runs"][g.agent] = {"step": steps, "mean": means, "low": lows, "high": highs}
+        b = (beside or {}).get((g.task, g.agent))
+        if b is not None and b.curve:
+            p = {"step": [c.step for c in b.curve], "mean": [c.mean for c in b.curve],
+                 "low": [c.low for c in b.curve], "high": [c.high for c in b.curve], "method": b.name}
+            seeds = b.curve[0].seeds
+            ax.plot(p["step"], p["mean"], linestyle="--", marker="s", markersize=3, color=line.get_color(),
+                    label=f"{b.name} published" + (f" ({seeds} seeds)" if seeds else ""))
+            ax.fill_between(p["step"], p["low"], p["high"], color=line.get_color(), alpha=0.12, hatch="//",
+                            linewidth=0)
+            series["published"][g.agent] = p
     ax.set_title(task, fontsize=10)
     ax.set_xlabel("gradient updates")
     ax.set_ylabel("success rate")
@@ -307,10 +426,13 @@ def plot_task(path: pathlib.Path, task: str, groups: list[Group]) -> None:
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(path, format="png")
+    return series
 
 
-def compare(paths: list[str], out_dir: str | pathlib.Path = "comparison", warn=None) -> dict:
-    """Find, group, tabulate and plot runs; returns ``{"groups", "markdown", "files"}``."""
+def compare(paths: list[str], out_dir: str | pathlib.Path = "comparison", warn=None, published: bool = False,
+            published_file: str | None = None) -> dict:
+    """Find, group, tabulate and plot runs (with ``published``, beside their published counterparts);
+    returns ``{"groups", "markdown", "files", "plot_data", "published"}``."""
     warn = warn or (lambda msg: print(msg, file=sys.stderr))
     if not paths:
         raise RQLError("give at least one run directory (or a folder of them): rql compare RUN_DIR... [--out DIR]")
@@ -331,6 +453,11 @@ def compare(paths: list[str], out_dir: str | pathlib.Path = "comparison", warn=N
         raise RQLError(f"none of the {len(run_dirs)} run(s) found has an evaluation yet; train longer or "
                        "pass --eval-every/--eval-episodes to 'rql train'")
     groups = group_runs(runs)
+    beside = None
+    if published:
+        from rql.published import Published
+
+        beside = published_beside(groups, Published(published_file), warn)
     out = pathlib.Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -338,19 +465,25 @@ def compare(paths: list[str], out_dir: str | pathlib.Path = "comparison", warn=N
         raise RQLError(f"{out}: cannot create the output folder ({e.strerror}); choose another with --out") from None
 
     tasks = sorted({g.task for g in groups})
-    plots = {}
+    plots, plot_data = {}, {}
     for task in tasks:
         plots[task] = out / plot_name(task)
-        plot_task(plots[task], task, [g for g in groups if g.task == task])
-    table = markdown(groups)
+        plot_data[task] = plot_task(plots[task], task, [g for g in groups if g.task == task], beside)
+    table = markdown(groups, beside)
     doc = ["# Comparison", "", table, "Success is each run's last evaluation; the interval is a 95% t-interval over "
            "seeds when there are two or more (widened to at least the Wilson interval of all their episodes "
            "pooled), else the single run's 95% Wilson interval over its episodes.", ""]
     doc += ["## Learning curves", ""] + [f"![{t}]({plots[t].name})" for t in tasks] + [""]
+    if beside is not None:
+        doc += ["Published: the QAM suite's curves (Li and Levine, 2026; 12 seeds, 4x512 networks, 10 critics, 1M "
+                "updates) and RQL's own table (1M updates, no interval), at the last published point at or below "
+                "the run's last step. 'settings vs protocol' names the agent fields that differ from what --task "
+                "gives (e.g. a --preset small run is not a replication).", ""]
     (out / "comparison.md").write_text("\n".join(doc))
-    write_csv(out / "comparison.csv", groups)
-    files = [out / "comparison.md", out / "comparison.csv", *plots.values()]
-    return {"groups": groups, "markdown": table, "files": files}
+    write_csv(out / "comparison.csv", groups, beside)
+    (out / "plot_data.json").write_text(json.dumps(plot_data, indent=1))
+    files = [out / "comparison.md", out / "comparison.csv", out / "plot_data.json", *plots.values()]
+    return {"groups": groups, "markdown": table, "files": files, "plot_data": plot_data, "published": beside}
 
 
 def cmd_compare(argv: list[str], parse) -> int:
@@ -358,9 +491,10 @@ def cmd_compare(argv: list[str], parse) -> int:
         CompareArgs, argv, "rql compare",
         "Group runs by (agent, task), write comparison.md, comparison.csv and one learning-curve PNG per task "
         "into --out, and print the table. Final success is the mean over seeds of each run's last evaluation, "
-        "with a 95% t-interval over seeds (one seed: that run's Wilson interval).",
+        "with a 95% t-interval over seeds (one seed: that run's Wilson interval). --published puts the published "
+        "results (the QAM suite's curves, RQL's table) beside each run that has a counterpart.",
     )
-    result = compare(args.runs, args.out)
+    result = compare(args.runs, args.out, published=args.published, published_file=args.published_file)
     print(result["markdown"], end="")
     print(f"wrote {', '.join(str(f) for f in result['files'])}")
     return 0
