@@ -172,3 +172,21 @@ def test_compare_published_on_real_runs(raw, tmp_path, monkeypatch, capsys):
     assert {"actor_hidden_dims", "ensemble", "value_hidden_dims"} <= set(rows["fql"]["differs_from_protocol"].split(";"))
     assert rows["flow-bc"]["published_method"] == ""
     assert "none at or below this step" in out
+
+
+def test_sweep_status_published(raw, tmp_path, capsys):
+    """'rql sweep status OUT --published' on a sweep folder (sweep.json and its run directories)."""
+    out = tmp_path / "sweep"
+    cells = []
+    for agent, success in (("dsrl", 0.0), ("flow-bc", 0.5)):
+        d = f"{CUBE_DOUBLE_1}/{agent}/s0"
+        write_run(out / d, agent, CUBE_DOUBLE_1, 0, {50_000: (0.0, 0.0, 0.1), 100_000: (success, 0.0, 1.0)},
+                  steps=100_000)
+        cells.append({"task": CUBE_DOUBLE_1, "agent": agent, "label": agent, "seed": 0, "dir": d, "status": "done"})
+    (out / "sweep.json").write_text(json.dumps({"cells": cells, "settings": {"run": {"steps": 100_000}}}))
+    assert main(["sweep", "status", str(out), "--published"]) == 0
+    text = capsys.readouterr().out
+    assert "no published result for flow-bc" in text
+    rows = {r["agent"]: r for r in csv.DictReader((out / "compare" / "comparison.csv").open())}
+    assert rows["dsrl"]["vs_published"] == "below" and rows["dsrl"]["published_method"] == "DSRL"
+    assert float(rows["dsrl"]["published_mean"]) == pytest.approx(mean(raw[CUBE_DOUBLE_1]["DSRL"][1]), rel=1e-5)

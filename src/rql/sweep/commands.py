@@ -99,6 +99,8 @@ class StatusArgs:
     compare: bool = True
     """Write the comparison table and plots (as 'rql compare' makes them) into DIR/compare/ and print
     the table."""
+    published: bool = False
+    """Put the published results beside the sweep's runs in that comparison (as 'rql compare --published')."""
 
 
 @dataclasses.dataclass
@@ -185,7 +187,7 @@ def cmd_sweep(argv: list[str], parse) -> int:
         from rql.sweep.status import sweep_status
 
         args = parse(StatusArgs, argv[1:], "rql sweep status", STATUS_DESCRIPTION)
-        return sweep_status(args.out, compare_runs=args.compare)
+        return sweep_status(args.out, compare_runs=args.compare, published=args.published)
     if argv and argv[0] == "init":
         from rql.sweep.paper import write_paper_sweep
 

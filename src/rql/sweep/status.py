@@ -52,8 +52,9 @@ def previous_cells(out: pathlib.Path) -> dict[str, dict]:
         return {}
 
 
-def write_comparison(out: pathlib.Path, cells: list[Cell], log) -> dict | None:
-    """'rql compare' over the sweep's run directories into OUT/compare/; prints the table."""
+def write_comparison(out: pathlib.Path, cells: list[Cell], log, published: bool = False) -> dict | None:
+    """'rql compare' over the sweep's run directories into OUT/compare/ (with ``published``, beside the
+    published results, as 'rql compare --published'); prints the table."""
     from rql.compare import compare, is_run_dir
 
     dirs = [out / c.dir for c in cells if is_run_dir(out / c.dir)]
@@ -65,12 +66,15 @@ def write_comparison(out: pathlib.Path, cells: list[Cell], log) -> dict | None:
         return None
     notes = []
     try:
-        result = compare([str(d) for d in dirs], out / "compare", warn=notes.append)
+        result = compare([str(d) for d in dirs], out / "compare", warn=notes.append, published=published)
     except RQLError as e:
         log(f"compare: {e}")
         return None
-    if notes:
-        log(f"compare: {len(notes)} run(s) without an evaluation yet are left out")
+    unpublished = [n for n in notes if "no published result" in n]
+    for n in unpublished:
+        log(f"compare: {n}")
+    if len(notes) > len(unpublished):
+        log(f"compare: {len(notes) - len(unpublished)} run(s) without an evaluation yet are left out")
     log(result["markdown"].rstrip("\n"))
     log(f"compare: wrote {', '.join(str(f) for f in result['files'])}")
     return result
@@ -91,7 +95,7 @@ def recorded_cells(out: pathlib.Path, doc: dict, steps: int) -> list[Cell]:
     return cells
 
 
-def sweep_status(out: str | pathlib.Path, compare_runs: bool = True, log=print) -> int:
+def sweep_status(out: str | pathlib.Path, compare_runs: bool = True, log=print, published: bool = False) -> int:
     """``rql sweep status OUT``: counts, the step of unfinished runs, the errors, and the comparison;
     returns the exit status (1 when a cell failed or a finished run is missing)."""
     out = pathlib.Path(out).expanduser()
@@ -110,5 +114,5 @@ def sweep_status(out: str | pathlib.Path, compare_runs: bool = True, log=print) 
         if c.status in ("failed", "missing"):
             log(f"  {c.status}: {c.dir}: {c.error}")
     if compare_runs:
-        write_comparison(out, cells, log)
+        write_comparison(out, cells, log, published=published)
     return 1 if n["failed"] or n["missing"] else 0
