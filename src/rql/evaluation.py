@@ -21,110 +21,274 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def make_policy(agent, num_envs: int) -> Callable:
-    """A compiled ``(state, obs (num_envs, obs_dim), key) -> (num_envs, h, action_dim)``."""
-    return jax.jit(agent.act)
+class EnvPool:
+    """The evaluation environments of one task in a process, shared by every seed of a group.
+
+    Environments are made when an evaluation first needs them (never more than ``size``, never
+    more than the episodes asked for). With ``share_model`` the environments of OGBench's
+    manipulation tasks after the first reuse its compiled MuJoCo model and inverse-kinematics
+    controller, each with its own ``MjData`` (see :class:`SharedModelEnv`); others are made
+    separately.
+    """
+
+    def __init__(self, task: str, size: int, share_model: bool = True, make: Callable | None = None):
+        if size < 1:
+            raise ValueError("an environment pool holds at least one environment")
+        if make is None:
+            from rql.data.loading import make_env
+
+            def make(task):  # without gymnasium's checker, which compiles a model at once to check spaces
+                return make_env(task, disable_env_checker=True)
+        self.task, self.size, self.share_model, self._make = task, size, share_model, make
+        self.envs: list = []
+
+    def first(self):
+        """The first environment (made now if needed), e.g. to check data against the task."""
+        return self.take(1)[0]
+
+    def take(self, n: int) -> list:
+        """The first ``min(n, size)`` environments, making the missing ones."""
+        n = max(1, min(n, self.size))
+        while len(self.envs) < n:
+            env = self._make(self.task)
+            if self.share_model and SharedModelEnv.supports(env):
+                template = self.envs[0] if self.envs else None
+                env = SharedModelEnv(env, template if isinstance(template, SharedModelEnv) else None)
+            self.envs.append(env)
+        return self.envs[:n]
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+        self.envs = []
+
+
+MODEL_FIELDS_CHANGED_BY_OGBENCH = ("geom_rgba", "mat_rgba", "site_pos", "dof_damping")
+"""``MjModel`` fields that OGBench's manipulation environments write while they run (button and
+cube colours, target sites, the damping that locks the drawer and window in ``scene``). Each
+environment sharing a model keeps its own values of them (a test checks that no other field changes)."""
+
+
+class SharedModelEnv:
+    """An OGBench manipulation environment that shares the compiled ``MjModel`` (and the stateless
+    inverse-kinematics controller) of ``template``, with its own ``MjData``; ``template=None``
+    makes the environment that others share.
+
+    OGBench writes a few model fields during episodes (:data:`MODEL_FIELDS_CHANGED_BY_OGBENCH`).
+    Each environment keeps its own values of them, loaded into the shared model before each of its
+    resets and steps and saved after, starting from the values of a freshly compiled model: it sees
+    exactly the model a separately built environment would.
+    """
+
+    def __init__(self, env, template: "SharedModelEnv | None" = None):
+        import mujoco
+
+        self.env, self.template = env, template
+        self._own: list[np.ndarray] | None = None  # this environment's values, once it has a model
+        self._views: list[np.ndarray] = []
+        u = env.unwrapped
+        if template is None:
+            compile_own = u.compile_model_and_data
+            if u._model is not None:  # compiled when made (gymnasium's environment checker resets it)
+                self.fresh = [getattr(u._model, f).copy() for f in MODEL_FIELDS_CHANGED_BY_OGBENCH]
+
+            def compile_model_and_data():
+                compile_own()
+                self.fresh = [getattr(u._model, f).copy() for f in MODEL_FIELDS_CHANGED_BY_OGBENCH]
+
+        else:
+            u._ik = template.env.unwrapped._ik  # solve() first sets its data's whole qpos: no state between calls
+
+            def compile_model_and_data():  # OGBench's, minus the compilation
+                u._model = template.model()
+                u._data = mujoco.MjData(u._model)
+                u._model.opt.timestep = u._physics_timestep
+                mujoco.mj_resetData(u._model, u._data)
+                mujoco.mj_forward(u._model, u._data)
+                u.post_compilation()
+                u._dirty = False
+
+        u.compile_model_and_data = compile_model_and_data
+
+    @staticmethod
+    def supports(env) -> bool:
+        from ogbench.manipspace.envs.env import CustomMuJoCoEnv
+
+        return isinstance(env.unwrapped, CustomMuJoCoEnv)
+
+    def model(self):
+        """The shared model (compiled now by a reset if it is not yet)."""
+        if self.env.unwrapped._model is None:
+            self.reset()
+        self._take_values()
+        return self.env.unwrapped._model
+
+    def _take_values(self) -> None:
+        """Start this environment's own values: the model's as they stand for the template (before
+        any other environment can use it), a freshly compiled model's for the others."""
+        if self._own is None:
+            model = self.env.unwrapped._model if self.template is None else self.template.model()
+            self._views = [getattr(model, f) for f in MODEL_FIELDS_CHANGED_BY_OGBENCH]
+            src = self._views if self.template is None else self.template.fresh
+            self._own = [v.copy() for v in src]
+
+    def _load(self) -> None:
+        if self._own is None and self.template is None and self.env.unwrapped._model is None:
+            return  # the template's first reset compiles the model; _save takes its values after
+        self._take_values()
+        for v, own in zip(self._views, self._own):
+            v[...] = own
+
+    def _save(self) -> None:
+        self._take_values()
+        for v, own in zip(self._views, self._own):
+            own[...] = v
+
+    def __getattr__(self, name):  # observation_space, action_space, spec, unwrapped, ...
+        return getattr(self.env, name)
+
+    def reset(self, **kwargs):
+        self._load()
+        out = self.env.reset(**kwargs)
+        self._save()
+        return out
+
+    def step(self, action):
+        self._load()
+        out = self.env.step(action)
+        self._save()
+        return out
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def make_policy(agent, num_envs: int | None = None) -> Callable:
+    """The compiled policy of :func:`evaluate` (``num_envs`` is not needed; kept for callers)."""
+    return make_group_policy(agent)
 
 
 def make_group_policy(agent) -> Callable:
-    """A compiled ``(states (N, ...), obs (N, E, obs_dim), keys (N,)) -> (N, E, h, action_dim)``:
-    one policy call for the environments of every seed of a group."""
-    return jax.jit(jax.vmap(agent.act))
+    """A compiled ``(states (N, ...), seed_index (B,), obs (B, obs_dim), keys (N, 2), episode (B,),
+    chunk (B,)) -> (B, h, action_dim)``: one policy call for the rows of every seed of a group.
+
+    Row ``b`` acts with seed ``seed_index[b]``'s parameters and the noise of key
+    ``fold_in(fold_in(keys[seed], episode), chunk)``: an episode's noise depends on its seed, its
+    index and how many chunks it has drawn, not on which other episodes share the call.
+    """
+
+    def row(state, obs, key, episode, chunk):
+        key = jax.random.fold_in(jax.random.fold_in(key, episode), chunk)
+        return agent.act(state, obs[None], key)[0]
+
+    def call(states, seed_index, obs, keys, episode, chunk):
+        rows = jax.tree.map(lambda x: x[seed_index], states)
+        return jax.vmap(row)(rows, obs, keys[seed_index], episode, chunk)
+
+    return jax.jit(call)
 
 
 def evaluate(
     policy: Callable,
     state,
-    envs: list,
+    envs,
     episodes: int,
     key: jax.Array,
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
 ) -> dict:
-    """Run ``episodes`` episodes over ``envs`` (reset with seeds ``seed + episode index``).
-
-    Every environment that needs a new chunk gets it from one batched policy call; a chunk's
-    ``h`` actions are executed open loop, then the policy re-plans.
-    """
-
-    def group_policy(states, obs, keys):
-        return np.asarray(policy(states, obs[0], keys[0]))[None]
-
-    return evaluate_group(group_policy, state, [envs], episodes, [key], [seed], progress)[0]
+    """Run ``episodes`` episodes of one policy over ``envs`` (a list or an :class:`EnvPool`),
+    episode ``i`` reset with seed ``seed + i``; see :func:`evaluate_group`."""
+    states = jax.tree.map(lambda x: jax.numpy.asarray(x)[None], state)
+    return evaluate_group(policy, states, envs, episodes, [key], [seed], progress)[0]
 
 
 def evaluate_group(
     policy: Callable,
     states,
-    env_groups: list[list],
+    envs,
     episodes: int,
     keys: list,
     seeds: list[int],
     progress: Callable[[int], None] | None = None,
 ) -> list[dict]:
-    """Evaluate ``N`` policies at once: policy ``g`` runs ``episodes`` episodes on its own
-    environments ``env_groups[g]`` (reset with seeds ``seeds[g] + episode index``).
+    """Evaluate ``N`` policies (``states`` stacked on a leading axis) with ``episodes`` episodes
+    each, all scheduled over one set of environments ``envs``: an :class:`EnvPool`, a list of
+    environments, or a list of lists (flattened into one).
 
-    Each step, every environment of every policy that needs a new chunk gets it from one call
-    ``policy(states, obs (N, E, obs_dim), keys (N,))``. Policy ``g``'s key is split only when one
-    of its own environments needs a chunk, so each policy sees exactly the noise it would see
-    evaluated alone.
+    Episode ``i`` of policy ``g`` is reset with seed ``seeds[g] + i`` and draws its noise from
+    ``keys[g]``, the episode index and its chunk count (:func:`make_group_policy`), so a policy's
+    results do not depend on the other policies evaluated with it nor on the number of
+    environments. Each step, every environment whose chunk is used up gets a new one from one
+    policy call for all of them; a chunk's ``h`` actions are executed open loop.
     """
-    G, n = len(env_groups), len(env_groups[0])
-    obs_dim = env_groups[0][0].observation_space.shape[0]
-    obs = np.zeros((G, n, obs_dim), np.float32)
-    queue: list[list[list[np.ndarray]]] = [[[] for _ in range(n)] for _ in range(G)]
-    ep_index = np.full((G, n), -1)
-    ep_return = np.zeros((G, n))
-    ep_len = np.zeros((G, n), dtype=np.int64)
-    results: list[list[tuple[float, float, int]]] = [[] for _ in range(G)]
-    started = [0] * G
-    keys = list(keys)
+    return [_summarise(r) for r in run_episodes(policy, states, envs, episodes, keys, seeds, progress)]
 
-    def start(g, i):
-        if started[g] >= episodes:
-            ep_index[g, i] = -1
+
+def run_episodes(policy, states, envs, episodes: int, keys: list, seeds: list[int],
+                 progress: Callable[[int], None] | None = None) -> list[list[tuple[float, float, int]]]:
+    """The episodes of :func:`evaluate_group`: for each policy, ``(success, return, length)`` of
+    its episodes in episode order."""
+    G = len(seeds)
+    total = G * episodes
+    if total <= 0:
+        return [[] for _ in range(G)]
+    if isinstance(envs, EnvPool):
+        envs = envs.take(total)
+    elif envs and isinstance(envs[0], (list, tuple)):
+        envs = [e for group in envs for e in group]
+    envs = list(envs)[:max(total, 1)]
+    n = len(envs)
+    obs_dim = envs[0].observation_space.shape[0]
+    # episodes in the order they start: episode 0 of every policy, then episode 1, ...
+    todo = [(g, i) for i in range(episodes) for g in range(G)][::-1]
+    key_data = jax.numpy.stack([jax.numpy.asarray(k) for k in keys])
+    obs = np.zeros((n, obs_dim), np.float32)
+    slot_seed = np.zeros(n, np.int32)
+    slot_episode = np.zeros(n, np.int32)
+    slot_chunk = np.zeros(n, np.int32)
+    active = np.zeros(n, bool)
+    queue: list[list[np.ndarray]] = [[] for _ in range(n)]
+    ep_return = np.zeros(n)
+    ep_len = np.zeros(n, dtype=np.int64)
+    results: list[dict[int, tuple[float, float, int]]] = [{} for _ in range(G)]
+
+    def start(s):
+        if not todo:
+            active[s] = False
             return
-        ep_index[g, i] = started[g]
-        o, _ = env_groups[g][i].reset(seed=seeds[g] + started[g])
-        obs[g, i] = o
-        queue[g][i] = []
-        ep_return[g, i] = 0.0
-        ep_len[g, i] = 0
-        started[g] += 1
+        g, i = todo.pop()
+        o, _ = envs[s].reset(seed=seeds[g] + i)
+        obs[s] = o
+        slot_seed[s], slot_episode[s], slot_chunk[s] = g, i, 0
+        active[s] = True
+        queue[s] = []
+        ep_return[s] = 0.0
+        ep_len[s] = 0
 
-    for g in range(G):
-        for i in range(n):
-            start(g, i)
-    while (ep_index >= 0).any():
-        need = [[ep_index[g, i] >= 0 and not queue[g][i] for i in range(n)] for g in range(G)]
-        if any(any(r) for r in need):
-            subs = []
-            for g in range(G):
-                if any(need[g]):
-                    keys[g], sub = jax.random.split(keys[g])
-                else:
-                    sub = keys[g]  # its chunks are not used
-                subs.append(sub)
-            chunks = np.asarray(policy(states, obs, jax.numpy.stack(subs)))
-            for g in range(G):
-                for i in range(n):
-                    if need[g][i]:
-                        queue[g][i] = list(np.clip(chunks[g, i], -1.0, 1.0))
-        for g in range(G):
-            for i in range(n):
-                if ep_index[g, i] < 0:
-                    continue
-                o, r, terminated, truncated, info = env_groups[g][i].step(queue[g][i].pop(0))
-                obs[g, i] = o
-                ep_return[g, i] += float(r)
-                ep_len[g, i] += 1
-                if terminated or truncated:
-                    results[g].append((float(info.get("success", 0.0)), float(ep_return[g, i]), int(ep_len[g, i])))
-                    if progress is not None:
-                        progress(1)
-                    start(g, i)
-    return [_summarise(r) for r in results]
+    for s in range(n):
+        start(s)
+    while active.any():
+        need = [s for s in range(n) if active[s] and not queue[s]]
+        if need:
+            chunks = np.asarray(policy(states, slot_seed, obs, key_data, slot_episode, slot_chunk))
+            for s in need:
+                queue[s] = list(np.clip(chunks[s], -1.0, 1.0))
+                slot_chunk[s] += 1
+        for s in range(n):
+            if not active[s]:
+                continue
+            o, r, terminated, truncated, info = envs[s].step(queue[s].pop(0))
+            obs[s] = o
+            ep_return[s] += float(r)
+            ep_len[s] += 1
+            if terminated or truncated:
+                g, i = int(slot_seed[s]), int(slot_episode[s])
+                results[g][i] = (float(info.get("success", 0.0)), float(ep_return[s]), int(ep_len[s]))
+                if progress is not None:
+                    progress(1)
+                start(s)
+    return [[r[i] for i in sorted(r)] for r in results]
 
 
 def _summarise(results: list[tuple[float, float, int]]) -> dict:
