@@ -22,7 +22,7 @@ commands:
   data       generate OGBench datasets offline, or describe a dataset (rql data generate|info --help)
   compare    tabulate and plot runs by agent and task (rql compare RUN_DIR... [--published])
   published  the published results of the RQL paper's comparison, in its layout (rql published --help)
-  sweep      run a grid of tasks x agents x seeds x settings on Ray (rql sweep --help)
+  sweep      run a grid of tasks x agents x seeds x settings on Ray (rql sweep --help; status, init --paper)
   lab        the ideas of RQL drawn from trained networks, as one HTML page (rql lab --help)
   bench      measure update throughput (rql bench throughput --help)
 
