@@ -253,6 +253,7 @@ def make(config: CGQLConfig, obs_dim: int, action_dim: int) -> Agent:
 
     extras = {
         "loss_terms": loss_terms,
+        "losses": losses,
         "velocity": velocity,
         "critic": critic,
         "q_grad": q_grad,
