@@ -71,8 +71,10 @@ def test_sampler_first_step_unguided_then_guided():
     x = noise
     for i in range(F):
         t = jnp.full((B, 1), i / F)
-        step = agent.extras["velocity"] if i == 0 else lambda p, o, x_, t_: agent.extras["guided_velocity"](p, critic_p, o, x_, t_)
-        x = x + step(actor_p, obs, x, t) / F
+        if i == 0:
+            x = x + agent.extras["velocity"](actor_p, obs, x, t) / F
+        else:
+            x = x + agent.extras["guided_velocity"](actor_p, critic_p, obs, x, t) / F
     got = agent.extras["sample"](actor_p, critic_p, obs, noise)
     np.testing.assert_allclose(got, jnp.clip(x, -1.0, 1.0), rtol=1e-5, atol=1e-6)
     # ... and the guidance moved the sample (the check is not vacuous).
