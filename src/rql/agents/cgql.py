@@ -29,16 +29,17 @@ One update (critic and velocity field share one Adam step on the sum of the loss
 
 critic       ``y = sum_{i<h} gamma^i r_i (1 - T_{i-1}) + gamma^h mask_{h-1} * (mean - rho std)_E
              Q_target(s_h, a', 1)`` with ``a'`` from the guided sampler at ``s_h``;
-             ``L_Q = mean_{e, valid} (Q_e(s_0, a, 1) - y)^2``
+             ``L_Q = mean_{e, b} valid * (Q_e(s_0, a, 1) - y)^2``
 noisy critic ('mse', 'linex' only), ``x_t = (1 - t) z + t a``, ``t ~ U(0, 1)``, ``z ~ N(0, I)``,
              target per member ``y_e = Q_target_e(s_0, a, 1)``, ``d = beta (y_e - Q_e(s_0, x_t, t))``:
-             'mse'   ``L_N = mean_{e, valid} (Q_e(s_0, x_t, t) - y_e)^2``
-             'linex' ``L_N = mean_{e, valid} [ exp(d) + beta Q_e(s_0, x_t, t) ]`` where
+             'mse'   ``L_N = mean_{e, b} valid * (Q_e(s_0, x_t, t) - y_e)^2``
+             'linex' ``L_N = mean_{e, b} valid * [ exp(d) + beta Q_e(s_0, x_t, t) ]`` where
                      ``d <= isd_clip``, and ``d`` where ``d > isd_clip`` (linear tail for stability)
              added as ``noisy_coef * L_N``
-flow         ``L_BC = mean_valid mean_dims || v(s_0, x_t, t) - (a - z) ||^2`` (fresh ``z``, ``t``)
+flow         ``L_BC = mean_b valid * mean_dims (v(s_0, x_t, t) - (a - z))^2`` (fresh ``z``, ``t``)
 then Polyak-averaged targets of both networks (tau), moved towards the parameters the step started
-from, as the suite does. ``valid`` drops windows that run more than one step past an episode end.
+from, as the suite does. ``valid`` (0 or 1) zeroes windows that run more than one step past an
+episode end; the means are over all windows ``b`` of the batch, as in the suite.
 
 Not carried over: the suite's ``separate`` option (a time-free critic plus a separate noisy critic);
 its code path calls the time-free critic with a time input, so it never ran.
