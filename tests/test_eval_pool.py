@@ -23,24 +23,30 @@ def short_env(task, steps=20):
     return make_env(task, max_episode_steps=steps, disable_env_checker=True)
 
 
-class Logged:
-    """Forwards an environment and keeps each episode's observations in ``log[reset seed]``."""
+LOGS: dict[str, dict] = {}
 
-    def __init__(self, env, log: dict):
+
+class Logged:
+    """Forwards an environment and keeps each episode's observations in ``LOGS[log][reset seed]``
+    (by name: the pool's environments are copies of the first)."""
+
+    def __init__(self, env, log: str):
         self.env, self.log, self.seed = env, log, None
 
     def __getattr__(self, name):
+        if "env" not in self.__dict__:  # being copied
+            raise AttributeError(name)
         return getattr(self.env, name)
 
     def reset(self, seed=None, **kw):
         o, info = self.env.reset(seed=seed, **kw)
         self.seed = seed
-        self.log[seed] = [o]
+        LOGS.setdefault(self.log, {})[seed] = [o]
         return o, info
 
     def step(self, action):
         out = self.env.step(action)
-        self.log[self.seed].append(out[0])
+        LOGS[self.log][self.seed].append(out[0])
         return out
 
 
@@ -60,25 +66,26 @@ def test_a_seed_evaluates_alike_alone_and_in_a_group_of_four(agent_and_states):
     policy = make_group_policy(agent)
     keys = [jax.random.fold_in(jax.random.PRNGKey(s + 1), 7) for s in seeds]
     resets = [s * 100_003 for s in seeds]
-    in_group, by_itself, one_env = {}, {}, {}
     k = 2
     mine = jax.tree.map(lambda x: x[k:k + 1], states)
-    pool = EnvPool(CUBE, 3, make=lambda t: Logged(short_env(t), in_group))
+    pool = EnvPool(CUBE, 3, make=lambda t: Logged(short_env(t), "group"))
     try:
         group = run_episodes(policy, states, pool, 2, keys, resets)
+        assert len(pool.envs) == 3 and all(isinstance(e, SharedModelEnv) for e in pool.envs)
         for env in pool.envs:
-            env.env.log = by_itself
+            env.env.log = "alone"
         alone = run_episodes(policy, mine, pool, 2, [keys[k]], [resets[k]])
     finally:
         pool.close()
     assert [len(r) for r in group] == [2] * 4
     assert alone[0] == group[k]
+    in_group, by_itself, one_env = LOGS["group"], LOGS["alone"], LOGS.setdefault("one", {})
     for i in range(2):  # whole trajectories, not just the summaries
         np.testing.assert_array_equal(np.stack(by_itself[resets[k] + i]), np.stack(in_group[resets[k] + i]))
     # the seeds act differently (the checks above would hold trivially otherwise)
     assert not np.array_equal(in_group[resets[k]][-1][:5], in_group[resets[0]][-1][:5])
     # one separately made environment gives the same episodes too
-    one = [Logged(short_env(CUBE), one_env)]
+    one = [Logged(short_env(CUBE), "one")]
     try:
         assert run_episodes(policy, mine, one, 2, [keys[k]], [resets[k]]) == alone
     finally:
@@ -147,7 +154,6 @@ def test_environments_sharing_one_model_run_exactly_as_separately_built_ones():
     try:
         envs = shared.take(2)
         assert isinstance(envs[1], SharedModelEnv)
-        assert envs[1].unwrapped._model is None  # not compiled on its own
         rng = np.random.default_rng(0)
         dampings = set()
         for episode in range(3):

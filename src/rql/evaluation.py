@@ -50,10 +50,13 @@ class EnvPool:
         """The first ``min(n, size)`` environments, making the missing ones."""
         n = max(1, min(n, self.size))
         while len(self.envs) < n:
+            template = self.envs[0] if self.envs else None
+            if self.share_model and isinstance(template, SharedModelEnv):
+                self.envs.append(template.twin())
+                continue
             env = self._make(self.task)
             if self.share_model and SharedModelEnv.supports(env):
-                template = self.envs[0] if self.envs else None
-                env = SharedModelEnv(env, template if isinstance(template, SharedModelEnv) else None)
+                env = SharedModelEnv(env)
             self.envs.append(env)
         return self.envs[:n]
 
@@ -145,6 +148,8 @@ class SharedModelEnv:
             own[...] = v
 
     def __getattr__(self, name):  # observation_space, action_space, spec, unwrapped, ...
+        if "env" not in self.__dict__:  # being copied
+            raise AttributeError(name)
         return getattr(self.env, name)
 
     def reset(self, **kwargs):
@@ -159,8 +164,44 @@ class SharedModelEnv:
         self._save()
         return out
 
+    def twin(self) -> "SharedModelEnv":
+        """A new environment sharing this one's model: a copy of this one (its wrappers and Python
+        state, which every reset re-initialises) with a new ``MjData``, sharing the model, the
+        inverse-kinematics controller and the MJCF description, which OGBench only reads once
+        compiled. Much cheaper than making one: no model is compiled, no MJCF tree built."""
+        import copy
+
+        import mujoco
+
+        root = self.template or self
+        u = self.env.unwrapped
+        model = root.model()
+        memo: dict = {}
+        _keep_shared(u.__dict__, memo)
+        memo[id(u._data)] = mujoco.MjData(model)  # the twin's own
+        env = copy.deepcopy(self.env, memo)
+        del env.unwrapped.compile_model_and_data  # this one's; the twin gets its own
+        return SharedModelEnv(env, root)
+
     def close(self) -> None:
         self.env.close()
+
+
+def _keep_shared(obj, memo: dict, depth: int = 0) -> None:
+    """Put the MJCF elements (and their trees) and MuJoCo objects that ``obj`` holds, directly or
+    in lists, tuples and dicts, into a ``deepcopy`` memo so that a copy refers to the same ones."""
+    from dm_control.mjcf import element
+
+    if depth > 4:
+        return
+    if isinstance(obj, dict):
+        for v in obj.values():
+            _keep_shared(v, memo, depth + 1)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            _keep_shared(v, memo, depth + 1)
+    elif isinstance(obj, element._ElementImpl) or type(obj).__module__.startswith("mujoco"):
+        memo[id(obj)] = obj
 
 
 def make_policy(agent, num_envs: int | None = None) -> Callable:
