@@ -213,6 +213,7 @@ def make(config: BAMConfig, obs_dim: int, action_dim: int) -> Agent:
 
     extras = {
         "loss_terms": loss_terms,
+        "losses": losses,
         "sde": sde,
         "adjoint_terms": adjoint_terms,
         "policy_actions": policy_actions,

@@ -301,6 +301,7 @@ def make(config: DiffusionQConfig, obs_dim: int, action_dim: int) -> Agent:
 
     extras = {
         "loss_terms": loss_terms,
+        "losses": losses,
         "actor_terms": actor_terms,
         "sample": sample,
         "eps": eps,
