@@ -87,7 +87,7 @@ rebrac_paper_preset = _paper_preset("rebrac", REBRAC_ENV)
 
 
 # Modules of the QAM suite's other methods; each has ``specs() -> list[AgentSpec]``.
-SUITE_MODULES: tuple[str, ...] = ("bam", "cgql", "fawac", "fbrac", "fedit", "qam", "qsm_dac")
+SUITE_MODULES: tuple[str, ...] = ("bam", "cgql", "dsrl", "fawac", "fbrac", "fedit", "qam", "qsm_dac")
 
 
 def suite_spec(name: str, description: str, config_cls: type, make):
