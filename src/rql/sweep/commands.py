@@ -25,7 +25,7 @@ class SweepArgs:
     """OGBench single-task names, comma separated; each picks its data, the paper's per-environment settings
     and its evaluation environment. May be left out with --dataset-path (then no evaluation environment)."""
     agents: Annotated[str | None, _opt("A1,A2")] = None
-    """Agents, comma separated (default: rql)."""
+    """Agents, comma separated, or 'all' for every registered agent (default: rql)."""
     seeds: Annotated[str | None, _opt("S1,S2")] = None
     """Seeds, comma separated, or a range such as 0-4 (default: 0)."""
     out: Annotated[str | None, _opt("DIR")] = None

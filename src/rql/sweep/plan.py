@@ -250,6 +250,8 @@ def _axes(opts: dict) -> tuple[list[str | None], list[str], list[int]]:
     from rql.agents import REGISTRY
 
     agents = _names(opts.get("agents", "rql"), "agents")
+    if agents == ["all"]:  # every registered agent
+        agents = sorted(REGISTRY)
     if not agents:
         raise _usage("--agents: give at least one agent")
     for a in agents:
