@@ -296,14 +296,16 @@ def make(config: QAMConfig, obs_dim: int, action_dim: int, name: str = "qam") ->
             q = lambda a: critic(grad_critic, o, jnp.clip(a, -1.0, 1.0) if c.clip_adj else a).mean(axis=0).sum()  # noqa: E731
             return c.inv_temp * jax.grad(q)(x)
 
-        k_x0, k_noise = jax.random.split(key)
-        x0 = jax.random.normal(k_x0, (obs.shape[0], D))
-        noises = [jax.random.normal(k, x0.shape) for k in jax.random.split(k_noise, F)]
+        # The suite's key use: the start from ``key`` itself, the noise from its F splits.
+        x0 = jax.random.normal(key, (obs.shape[0], D))
+        noises = [jax.random.normal(k, x0.shape) for k in jax.random.split(key, F)]
         return adjoint_states(fine, base, reward_grad, obs, x0, noises)
 
     def loss_terms(params, state, batch: Batch, key):
         B = batch.observations.shape[0]
-        k_next, k_noise, k_time, k_adj, k_extra = jax.random.split(key, 5)
+        # Key splits as in the suite, so that one key gives both the same draws.
+        _, k_actor, k_next = jax.random.split(key, 3)
+        _, k_noise, k_time, k_adj, k_extra = jax.random.split(k_actor, 5)
         s0, sh = batch.observations[:, 0], batch.observations[:, h]
         actions = flat_chunk(batch, h)
         reward_sum, bootstrap, valid = n_step_return(batch, h, c.discount)
@@ -347,7 +349,7 @@ def make(config: QAMConfig, obs_dim: int, action_dim: int, name: str = "qam") ->
         }
 
         if c.fql_alpha > 0:  # QAM-F: one-step policy distilled from the fine flow, pushed up Q.
-            z = jax.random.normal(k_extra, (B, D))
+            z = jax.random.normal(jax.random.split(k_extra)[0], (B, D))
             teacher = flow_actions(frozen, s0, z)
             student = onestep(params, s0, z)
             terms["distill"] = jnp.mean(jnp.square(teacher - student))
