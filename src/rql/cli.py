@@ -150,17 +150,30 @@ def _dataclass_type(cls, field):
 # ----------------------------------------------------------------------------- train
 
 
+def _cli_config_cls(cfg_cls):
+    """``cfg_cls`` as the command line shows it: a ``settings`` field (the record of the named settings
+    applied) is set by --settings, so it is no --agent option."""
+    import tyro
+
+    field = next((f for f in dataclasses.fields(cfg_cls) if f.name == "settings"), None)
+    if field is None:
+        return cfg_cls
+    return dataclasses.make_dataclass(cfg_cls.__name__, [("settings", tyro.conf.Suppress[str], field.default)],
+                                      bases=(cfg_cls,))
+
+
 def _train_cls(agent_name: str):
+    """The options of ``rql train --agent agent_name``; ``.agent_cls`` is the class of its ``agent`` field."""
     from rql.agents import get_spec
     from rql.train import RunConfig
 
     spec = get_spec(agent_name)
-    cfg_cls = spec.config_cls
+    cfg_cls = _cli_config_cls(spec.config_cls)
     settings_help = ", ".join(f"'{n}'" for n in spec.settings_names)
 
     import tyro
 
-    return dataclasses.make_dataclass(
+    cls = dataclasses.make_dataclass(
         "TrainArgs",
         [
             ("agent", Annotated[cfg_cls, tyro.conf.arg(help="The agent's fields (select the agent with --agent NAME).")],
@@ -181,6 +194,8 @@ def _train_cls(agent_name: str):
         ],
         bases=(RunConfig,),
     )
+    cls.agent_cls = cfg_cls
+    return cls
 
 
 def cmd_train(argv: list[str]) -> int:
@@ -224,10 +239,12 @@ def cmd_train(argv: list[str]) -> int:
         "by mean or min). --preset small shrinks any of them to 2x256 networks and 2 critics. "
         "Override any agent field with --agent.FIELD VALUE; --print-config shows the result."
     )
+    shown = cls.agent_cls(**{f.name: getattr(default_cfg, f.name) for f in dataclasses.fields(default_cfg)})
     args = _tyro_parse(cls, argv, "rql train", description,
-                       default=cls(agent=default_cfg, settings=resolve_settings(agent_name, settings)))
+                       default=cls(agent=shown, settings=resolve_settings(agent_name, settings)))
+    agent_cfg = spec.config_cls(**{f.name: getattr(args.agent, f.name) for f in dataclasses.fields(spec.config_cls)})
     if args.print_config:
-        print(json.dumps(dataclasses.asdict(args.agent), indent=2))
+        print(json.dumps(dataclasses.asdict(agent_cfg), indent=2))
         return 0
     from rql.train import RunConfig, parse_seeds, train, train_group
 
@@ -235,9 +252,9 @@ def cmd_train(argv: list[str]) -> int:
     if run.task is None and run.dataset_path is None:
         raise UsageError("give --task (an OGBench single-task name) and/or --dataset-path FILE")
     if args.seeds is None:
-        _report(train(run, agent_name, args.agent))
+        _report(train(run, agent_name, agent_cfg))
         return 0
-    for summary in train_group(run, agent_name, args.agent, parse_seeds(args.seeds)):
+    for summary in train_group(run, agent_name, agent_cfg, parse_seeds(args.seeds)):
         _report(summary)
     return 0
 

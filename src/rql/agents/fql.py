@@ -34,8 +34,6 @@ import jax.numpy as jnp
 import optax
 
 from rql import flow
-import tyro
-
 from rql.agents.base import (
     Agent,
     Batch,
@@ -76,8 +74,9 @@ class FQLConfig(SuiteConfig):
     highest mean Q is taken."""
     normalize_q_loss: bool = False
     """Divide the actor's Q term by the batch's mean |Q| (makes alpha invariant to the reward scale)."""
-    settings: tyro.conf.Suppress[str] = "suite"
-    """Which named settings --task applied ('suite' or 'fql-paper'; set by rql train --settings)."""
+    settings: str = "suite"
+    """Which named settings --task applied ('suite' or 'fql-paper'): a record, set by build_config from
+    rql train --settings (not an option of its own)."""
 
 
 def make(config: FQLConfig, obs_dim: int, action_dim: int) -> Agent:
@@ -185,6 +184,6 @@ def make(config: FQLConfig, obs_dim: int, action_dim: int) -> Agent:
         noise = jax.random.normal(key, (obs.shape[0], N, chunk_dim))
         return best_of(state["params"], obs, noise).reshape(obs.shape[0], h, action_dim)
 
-    extras = {"loss_terms": loss_terms, "critic": critic, "onestep": onestep, "flow_actions": flow_actions,
+    extras = {"loss_terms": loss_terms, "losses": losses, "critic": critic, "onestep": onestep, "flow_actions": flow_actions,
               "best_of": best_of}
     return Agent("fql", c, obs_dim, action_dim, init, update, act, extras)

@@ -28,8 +28,6 @@ import jax.numpy as jnp
 import optax
 
 from rql import flow
-import tyro
-
 from rql.agents.base import (
     Agent,
     Batch,
@@ -59,8 +57,9 @@ class IFQLConfig(SuiteConfig):
     (mean - rho * std, the suite's), 'mean' or 'min' (the FQL codebase's)."""
     critic_sum: bool = False
     """Sum the critics' squared errors over the ensemble (the FQL codebase) instead of averaging (the suite)."""
-    settings: tyro.conf.Suppress[str] = "suite"
-    """Which named settings --task applied ('suite' or 'fql-paper'; set by rql train --settings)."""
+    settings: str = "suite"
+    """Which named settings --task applied ('suite' or 'fql-paper'): a record, set by build_config from
+    rql train --settings (not an option of its own)."""
 
     def __post_init__(self):
         if self.expectile is not None:
@@ -160,5 +159,5 @@ def make(config: IFQLConfig, obs_dim: int, action_dim: int) -> Agent:
         chosen = jnp.take_along_axis(samples, best[:, None, None], axis=1)[:, 0]
         return chosen.reshape(obs.shape[0], h, action_dim)
 
-    extras = {"loss_terms": loss_terms, "value": value, "critic": critic, "candidates": candidates}
+    extras = {"loss_terms": loss_terms, "losses": losses, "value": value, "critic": critic, "candidates": candidates}
     return Agent("ifql", c, obs_dim, action_dim, init, update, act, extras)

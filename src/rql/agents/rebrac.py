@@ -30,8 +30,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-import tyro
-
 from rql.agents.base import (
     ActorCriticConfig,
     Agent,
@@ -73,8 +71,9 @@ class ReBRACConfig(ActorCriticConfig):
     """Act with the clipped smoothing noise added (the suite's sampler); False acts with pi(s) alone."""
     actor_fc_scale: float = 0.01
     """Variance-scaling factor of the actor's output layer."""
-    settings: tyro.conf.Suppress[str] = "suite"
-    """Which named settings --task applied ('suite' or 'fql-paper'; set by rql train --settings)."""
+    settings: str = "suite"
+    """Which named settings --task applied ('suite' or 'fql-paper'): a record, set by build_config from
+    rql train --settings (not an option of its own)."""
 
 
 def make(config: ReBRACConfig, obs_dim: int, action_dim: int) -> Agent:
@@ -144,19 +143,23 @@ def make(config: ReBRACConfig, obs_dim: int, action_dim: int) -> Agent:
         }
         return terms, stats
 
+    def is_full(state):
+        """Whether the coming update (counted from 1) is a full one."""
+        return ((state["updates"] + 1) % c.actor_freq) == 0
+
+    def losses(params, state, batch: Batch, key):
+        full = is_full(state)
+        w = jnp.ones((), jnp.float32) if c.actor_every_step else full.astype(jnp.float32)
+        terms, stats = loss_terms(params, state, batch, key)
+        actor_loss = terms["q"] + c.alpha_actor * terms["bc"]
+        total = terms["critic"] + w * actor_loss
+        metrics = {"loss/total": total, "loss/actor": actor_loss, **{f"loss/{k}": v for k, v in terms.items()}}
+        return total, {**metrics, **stats, "actor/full_update": full.astype(jnp.float32)}
+
     def update(state, batch: Batch, key):
         count = state["updates"] + 1
-        full = (count % c.actor_freq) == 0
-        w = jnp.ones((), jnp.float32) if c.actor_every_step else full.astype(jnp.float32)
-
-        def losses(params):
-            terms, stats = loss_terms(params, state, batch, key)
-            actor_loss = terms["q"] + c.alpha_actor * terms["bc"]
-            total = terms["critic"] + w * actor_loss
-            metrics = {"loss/total": total, "loss/actor": actor_loss, **{f"loss/{k}": v for k, v in terms.items()}}
-            return total, {**metrics, **stats, "actor/full_update": full.astype(jnp.float32)}
-
-        params, opt_state, metrics = optimizer_step(tx, losses, state)
+        full = is_full(state)
+        params, opt_state, metrics = optimizer_step(tx, lambda p: losses(p, state, batch, key), state)
         old = state["params"]
 
         def on_full(new, kept):
@@ -177,5 +180,5 @@ def make(config: ReBRACConfig, obs_dim: int, action_dim: int) -> Agent:
             pi = smoothed(pi, key)
         return pi.reshape(obs.shape[0], h, action_dim)
 
-    extras = {"loss_terms": loss_terms, "actor": actor, "critic": critic}
+    extras = {"loss_terms": loss_terms, "losses": losses, "actor": actor, "critic": critic}
     return Agent("rebrac", c, obs_dim, action_dim, init, update, act, extras)
