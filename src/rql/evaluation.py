@@ -4,6 +4,7 @@ action chunks executed open loop, success rate reported with a 95% Wilson interv
 from __future__ import annotations
 
 import math
+import time
 from typing import Callable
 
 import jax
@@ -252,6 +253,7 @@ def evaluate_group(
     keys: list,
     seeds: list[int],
     progress: Callable[[int], None] | None = None,
+    timings: dict | None = None,
 ) -> list[dict]:
     """Evaluate ``N`` policies (``states`` stacked on a leading axis) with ``episodes`` episodes
     each, all scheduled over one set of environments ``envs``: an :class:`EnvPool`, a list of
@@ -263,17 +265,22 @@ def evaluate_group(
     environments. Each step, every environment whose chunk is used up gets a new one from one
     policy call for all of them; a chunk's ``h`` actions are executed open loop.
     """
-    return [_summarise(r) for r in run_episodes(policy, states, envs, episodes, keys, seeds, progress)]
+    return [_summarise(r) for r in run_episodes(policy, states, envs, episodes, keys, seeds, progress, timings)]
 
 
 def run_episodes(policy, states, envs, episodes: int, keys: list, seeds: list[int],
-                 progress: Callable[[int], None] | None = None) -> list[list[tuple[float, float, int]]]:
+                 progress: Callable[[int], None] | None = None,
+                 timings: dict | None = None) -> list[list[tuple[float, float, int]]]:
     """The episodes of :func:`evaluate_group`: for each policy, ``(success, return, length)`` of
-    its episodes in episode order."""
+    its episodes in episode order. ``timings``: a dict that receives the seconds spent making
+    environments, resetting, stepping and in policy calls (keys ``make``, ``reset``, ``step``,
+    ``policy``; added to what it holds)."""
     G = len(seeds)
     total = G * episodes
     if total <= 0:
         return [[] for _ in range(G)]
+    clock = {k: 0.0 for k in ("make", "reset", "step", "policy")}
+    t0 = time.perf_counter()
     if isinstance(envs, EnvPool):
         envs = envs.take(total)
     elif envs and isinstance(envs[0], (list, tuple)):
@@ -281,6 +288,7 @@ def run_episodes(policy, states, envs, episodes: int, keys: list, seeds: list[in
     envs = list(envs)[:max(total, 1)]
     n = len(envs)
     obs_dim = envs[0].observation_space.shape[0]
+    clock["make"] = time.perf_counter() - t0
     # episodes in the order they start: episode 0 of every policy, then episode 1, ...
     todo = [(g, i) for i in range(episodes) for g in range(G)][::-1]
     key_data = jax.numpy.stack([jax.numpy.asarray(k) for k in keys])
@@ -299,7 +307,9 @@ def run_episodes(policy, states, envs, episodes: int, keys: list, seeds: list[in
             active[s] = False
             return
         g, i = todo.pop()
+        t = time.perf_counter()
         o, _ = envs[s].reset(seed=seeds[g] + i)
+        clock["reset"] += time.perf_counter() - t
         obs[s] = o
         slot_seed[s], slot_episode[s], slot_chunk[s] = g, i, 0
         active[s] = True
@@ -312,14 +322,18 @@ def run_episodes(policy, states, envs, episodes: int, keys: list, seeds: list[in
     while active.any():
         need = [s for s in range(n) if active[s] and not queue[s]]
         if need:
+            t = time.perf_counter()
             chunks = np.asarray(policy(states, slot_seed, obs, key_data, slot_episode, slot_chunk))
+            clock["policy"] += time.perf_counter() - t
             for s in need:
                 queue[s] = list(np.clip(chunks[s], -1.0, 1.0))
                 slot_chunk[s] += 1
         for s in range(n):
             if not active[s]:
                 continue
+            t = time.perf_counter()
             o, r, terminated, truncated, info = envs[s].step(queue[s].pop(0))
+            clock["step"] += time.perf_counter() - t
             obs[s] = o
             ep_return[s] += float(r)
             ep_len[s] += 1
@@ -329,6 +343,9 @@ def run_episodes(policy, states, envs, episodes: int, keys: list, seeds: list[in
                 if progress is not None:
                     progress(1)
                 start(s)
+    if timings is not None:
+        for k, v in clock.items():
+            timings[k] = timings.get(k, 0.0) + v
     return [[r[i] for i in sorted(r)] for r in results]
 
 
