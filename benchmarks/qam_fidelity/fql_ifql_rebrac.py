@@ -166,7 +166,8 @@ def main():
             check_rebrac(args.seed, 0.0), check_rebrac(args.seed, 0.2)]
     common.print_table(rows)
     for r in rows:
-        print(r["method"], {k: f"{v:.1e}" for k, v in r["per_term"].items()}, f"largest |gradient| {r['grad_scale']:.2e}")
+        per_term = {k: f"{v:.1e}" for k, v in r["per_term"].items()}
+        print(r["method"], per_term, f"largest |gradient| {r['grad_scale']:.2e}")
 
 
 if __name__ == "__main__":

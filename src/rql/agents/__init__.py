@@ -121,4 +121,5 @@ def make_agent(agent: str, config, obs_dim: int, action_dim: int) -> Agent:
     return get_spec(agent).make(config, obs_dim, action_dim)
 
 
-__all__ = ["Agent", "AgentConfig", "AgentSpec", "Batch", "REGISTRY", "build_config", "resolve_settings", "get_spec", "make_agent"]
+__all__ = ["Agent", "AgentConfig", "AgentSpec", "Batch", "REGISTRY", "build_config", "get_spec", "make_agent",
+           "resolve_settings"]

@@ -184,6 +184,6 @@ def make(config: FQLConfig, obs_dim: int, action_dim: int) -> Agent:
         noise = jax.random.normal(key, (obs.shape[0], N, chunk_dim))
         return best_of(state["params"], obs, noise).reshape(obs.shape[0], h, action_dim)
 
-    extras = {"loss_terms": loss_terms, "losses": losses, "critic": critic, "onestep": onestep, "flow_actions": flow_actions,
-              "best_of": best_of}
+    extras = {"loss_terms": loss_terms, "losses": losses, "critic": critic, "onestep": onestep,
+              "flow_actions": flow_actions, "best_of": best_of}
     return Agent("fql", c, obs_dim, action_dim, init, update, act, extras)
