@@ -154,7 +154,8 @@ for name in ("evaluate_group", "evaluate"):
 from rql.cli import main
 t = time.perf_counter()
 rc = main(sys.argv[1:])
-print("RESULT " + json.dumps({"rc": rc, "wall_s": time.perf_counter() - t, "eval_s": spent[0],
+import rql
+print("RESULT " + json.dumps({"rc": rc, "wall_s": time.perf_counter() - t, "eval_s": spent[0], "rql": rql.__file__,
       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
@@ -175,11 +176,11 @@ def memory_run(src: str, task: str, seeds: int, episodes: int, steps: int, work:
     argv = ["train", "--task", task, "--dataset-path", str(data_file(task, work)), "--preset", "small",
             "--steps", str(steps), "--eval-every", str(steps), "--log-every", str(steps),
             "--eval-episodes", str(episodes), "--run-dir", str(run_dir), "--no-progress",
-            "--seeds", ",".join(str(s) for s in range(seeds)), *extra]
+            "--seeds", str(seeds), *extra]  # N: seeds 0..N-1
     env = dict(os.environ, PYTHONPATH=src, JAX_PLATFORMS="cpu")
     p = subprocess.run([sys.executable, "-c", _CHILD, *argv], capture_output=True, text=True, env=env)
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
-    if p.returncode != 0 or not lines:
+    if p.returncode != 0 or not lines or json.loads(lines[-1][len("RESULT "):])["rc"] != 0:
         raise SystemExit(f"rql train failed ({src}, {task}, {seeds} seeds): {p.stderr.strip()[-2000:]}")
     return json.loads(lines[-1][len("RESULT "):])
 
@@ -202,6 +203,7 @@ def main() -> None:
     mp.add_argument("--episodes", type=int, default=10)
     mp.add_argument("--steps", type=int, default=20)
     mp.add_argument("--extra", default="", help="more rql train options, e.g. '--eval-envs 4'")
+    mp.add_argument("--only", choices=["before", "after"], default=None, help="run one of the two trees")
     mp.add_argument("--work", default="/tmp/rql-eval-memory")
     mp.add_argument("--out", default=None)
     args = ap.parse_args()
@@ -215,6 +217,8 @@ def main() -> None:
         trees = {"after": str(ROOT / "src")}
         if args.before:
             trees = {"before": args.before, **trees}
+        if args.only:
+            trees = {args.only: trees[args.only]}
         res = {"steps": args.steps, "episodes_per_seed": args.episodes, "extra": args.extra, "runs": []}
         for short in args.tasks.split(","):
             for label, src in trees.items():

@@ -199,3 +199,23 @@ def test_a_seed_of_a_group_is_a_member_state(agent_and_states):
                                    np.array([0]), np.array([0]))
     direct = agent.act(one, obs[None].astype(np.float32), jax.random.fold_in(jax.random.fold_in(key, 0), 0))
     np.testing.assert_allclose(np.asarray(row), np.asarray(direct), rtol=1e-5, atol=1e-6)
+
+
+def test_an_evaluation_split_into_episode_ranges_runs_the_episodes_of_one(agent_and_states):
+    """``first_episode`` (rql eval --first-episode, --workers): ranges [0, 2) and [2, 3) are episodes
+    0, 1 and 2 of one evaluation, reset seeds and noise alike."""
+    agent, states, _ = agent_and_states
+    one = jax.tree.map(lambda x: x[:1], states)
+    policy, key = make_group_policy(agent), [jax.random.PRNGKey(3)]
+    envs = [Logged(short_env(CUBE), "whole")]
+    try:
+        whole = run_episodes(policy, one, envs, 3, key, [40])
+        envs[0].log = "parts"
+        parts = run_episodes(policy, one, envs, 2, key, [40]) + run_episodes(policy, one, envs, 1, key, [40],
+                                                                            first_episode=2)
+    finally:
+        envs[0].close()
+    assert [e for p in parts for e in p] == whole[0]
+    assert sorted(LOGS["parts"]) == sorted(LOGS["whole"]) == [40, 41, 42]
+    for s in (40, 41, 42):
+        np.testing.assert_array_equal(np.stack(LOGS["parts"][s]), np.stack(LOGS["whole"][s]))

@@ -283,7 +283,8 @@ class EvalArgs:
     checkpoint: int | None = None
     """Checkpoint step to evaluate (default: the latest)."""
     envs: int = 10
-    """Environments stepped side by side."""
+    """Environments stepped side by side, one policy call for all (they share one compiled MuJoCo model:
+    a few tens of MB each; the time hardly depends on their number)."""
     seed: int = 0
     """Seed of the evaluation episodes and policy noise."""
     json: bool = False
@@ -294,8 +295,8 @@ class EvalArgs:
     """Side of each episode's square in the video, in pixels."""
     workers: int = 1
     """Processes sharing the episodes, each stepping its own environments (MuJoCo runs on one core per
-    process); their results are pooled. Episode i is reset with seed 10000 + seed + i whatever the split;
-    policy noise differs between splits."""
+    process); their results are pooled. Episode i is reset with seed 10000 + seed + i and draws its own
+    policy noise whatever the split: the episodes are those of one process."""
     first_episode: int = 0
     """Index of the first episode (resets use seeds 10000 + seed + index): one evaluation split across
     processes or machines, each with its own range, pools into the same episodes as one run."""
@@ -320,8 +321,8 @@ def cmd_eval(argv: list[str]) -> int:
                                     checkpoint=args.checkpoint, envs=args.envs, first_episode=args.first_episode)
         _print_eval(res, args.json)
         return 0
-    from rql.evaluation import evaluate, make_policy
-    from rql.train import make_eval_envs, restore_agent
+    from rql.evaluation import EnvPool, evaluate, make_policy
+    from rql.train import restore_agent
 
     run, agent, ts, step = restore_agent(args.run_dir, args.checkpoint)
     if not run.task:
@@ -330,15 +331,14 @@ def cmd_eval(argv: list[str]) -> int:
         from rql.video import select_gl_backend
 
         select_gl_backend()  # before the environments import mujoco: EGL, else OSMesa
-    envs = make_eval_envs(run.task, max(1, min(args.envs, args.episodes)))
+    envs = EnvPool(run.task, max(1, min(args.envs, args.episodes)))
     from tqdm.auto import tqdm
 
-    key = jax.random.PRNGKey(args.seed)
-    if args.first_episode:
-        key = jax.random.fold_in(key, args.first_episode)
+    key = jax.random.PRNGKey(args.seed)  # episode i's noise: from key and i, whichever range runs it
     with tqdm(total=args.episodes, desc="eval", unit="ep", disable=args.json) as bar:
-        res = evaluate(make_policy(agent, len(envs)), ts["agent"], envs, args.episodes, key,
-                       seed=10_000 + args.seed + args.first_episode, progress=bar.update)
+        res = evaluate(make_policy(agent), ts["agent"], envs, args.episodes, key,
+                       seed=10_000 + args.seed, progress=bar.update, first_episode=args.first_episode)
+    envs.close()
     res = {"run_dir": args.run_dir, "checkpoint": step, "task": run.task, **res}
     if args.video:
         from rql.video import record_eval_video

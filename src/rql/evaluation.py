@@ -238,11 +238,12 @@ def evaluate(
     key: jax.Array,
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
+    first_episode: int = 0,
 ) -> dict:
     """Run ``episodes`` episodes of one policy over ``envs`` (a list or an :class:`EnvPool`),
     episode ``i`` reset with seed ``seed + i``; see :func:`evaluate_group`."""
     states = jax.tree.map(lambda x: jax.numpy.asarray(x)[None], state)
-    return evaluate_group(policy, states, envs, episodes, [key], [seed], progress)[0]
+    return evaluate_group(policy, states, envs, episodes, [key], [seed], progress, first_episode=first_episode)[0]
 
 
 def evaluate_group(
@@ -254,6 +255,7 @@ def evaluate_group(
     seeds: list[int],
     progress: Callable[[int], None] | None = None,
     timings: dict | None = None,
+    first_episode: int = 0,
 ) -> list[dict]:
     """Evaluate ``N`` policies (``states`` stacked on a leading axis) with ``episodes`` episodes
     each, all scheduled over one set of environments ``envs``: an :class:`EnvPool`, a list of
@@ -264,13 +266,17 @@ def evaluate_group(
     results do not depend on the other policies evaluated with it nor on the number of
     environments. Each step, every environment whose chunk is used up gets a new one from one
     policy call for all of them; a chunk's ``h`` actions are executed open loop.
+
+    ``first_episode``: the episodes are ``first_episode, first_episode + 1, ...`` (their reset
+    seeds and noise): an evaluation split into consecutive ranges runs the episodes of one.
     """
-    return [_summarise(r) for r in run_episodes(policy, states, envs, episodes, keys, seeds, progress, timings)]
+    return [_summarise(r) for r in run_episodes(policy, states, envs, episodes, keys, seeds, progress, timings,
+                                                first_episode)]
 
 
 def run_episodes(policy, states, envs, episodes: int, keys: list, seeds: list[int],
                  progress: Callable[[int], None] | None = None,
-                 timings: dict | None = None) -> list[list[tuple[float, float, int]]]:
+                 timings: dict | None = None, first_episode: int = 0) -> list[list[tuple[float, float, int]]]:
     """The episodes of :func:`evaluate_group`: for each policy, ``(success, return, length)`` of
     its episodes in episode order. ``timings``: a dict that receives the seconds spent making
     environments, resetting, stepping and in policy calls (keys ``make``, ``reset``, ``step``,
@@ -290,7 +296,7 @@ def run_episodes(policy, states, envs, episodes: int, keys: list, seeds: list[in
     obs_dim = envs[0].observation_space.shape[0]
     clock["make"] = time.perf_counter() - t0
     # episodes in the order they start: episode 0 of every policy, then episode 1, ...
-    todo = [(g, i) for i in range(episodes) for g in range(G)][::-1]
+    todo = [(g, i) for i in range(first_episode, first_episode + episodes) for g in range(G)][::-1]
     key_data = jax.numpy.stack([jax.numpy.asarray(k) for k in keys])
     obs = np.zeros((n, obs_dim), np.float32)
     slot_seed = np.zeros(n, np.int32)
