@@ -3,9 +3,10 @@
     python benchmarks/qam_fidelity/fawac.py --suite /path/to/qam
 
 Both sides at 2x32 networks, 2 critics, 4 flow steps, chunks of 2; the suite's parameters are copied
-into ours, both see the same batch and the same draws; inv_temp 0.8 (the weights spread) and 1e3
-(some reach the cap of 100). Compared: critic, value and weighted flow-matching terms, the total, and
-the gradient of the total w.r.t. every trained parameter.
+into ours (its target critic moved away from its critic first), both see the same batch and the same
+draws; inv_temp 0.8 (the weights spread) and 1e3 (some reach the cap of 100). Compared: critic,
+value and weighted flow-matching terms, the total, and the gradient of the total w.r.t. every
+trained parameter.
 """
 
 from __future__ import annotations
@@ -34,7 +35,10 @@ def check(seed: int, inv_temp: float) -> dict:
     ours = fawac.make(fawac.FAWACConfig(horizon=H, ensemble=E, flow_steps=F, inv_temp=inv_temp, discount=DISCOUNT,
                                         **common.SMALL), OBS, ACT)
     state = ours.init(jax.random.PRNGKey(seed))
-    sp = suite.network.params
+    sp = dict(suite.network.params)
+    # The target critic moved away from the critic, so each use of the target is checked.
+    sp["modules_target_critic"] = jax.tree_util.tree_map(lambda x: 1.1 * x + 0.01, sp["modules_target_critic"])
+    suite = suite.replace(network=suite.network.replace(params=sp))
     params = {"flow": common.map_params(sp["modules_actor"], state["params"]["flow"]),
               "critic": common.map_params(sp["modules_critic"], state["params"]["critic"]),
               "value": common.map_params(sp["modules_value"], state["params"]["value"])}

@@ -3,9 +3,9 @@
     python benchmarks/qam_fidelity/fbrac.py --suite /path/to/qam
 
 Both sides at 2x32 networks, 2 critics, 4 flow steps, chunks of 2; the suite's parameters are copied
-into ours, both see the same batch and the same draws (best_of_n 1, then 3 for the critic's next
-chunk). Compared: critic, BC flow and Q terms, the total, and the gradient of the total w.r.t. every
-trained parameter.
+into ours (its target critic moved away from its critic first), both see the same batch and the same
+draws (best_of_n 1, then 3 for the critic's next chunk). Compared: critic, BC flow and Q terms, the
+total, and the gradient of the total w.r.t. every trained parameter.
 """
 
 from __future__ import annotations
@@ -34,7 +34,10 @@ def check(seed: int, best_of_n: int) -> dict:
     ours = fbrac.make(fbrac.FBRACConfig(horizon=H, ensemble=E, flow_steps=F, alpha=ALPHA, discount=DISCOUNT,
                                         best_of_n=best_of_n, **common.SMALL), OBS, ACT)
     state = ours.init(jax.random.PRNGKey(seed))
-    sp = suite.network.params
+    sp = dict(suite.network.params)
+    # The target critic moved away from the critic, so each use of the target is checked.
+    sp["modules_target_critic"] = jax.tree_util.tree_map(lambda x: 1.1 * x + 0.01, sp["modules_target_critic"])
+    suite = suite.replace(network=suite.network.replace(params=sp))
     params = {"flow": common.map_params(sp["modules_actor_flow"], state["params"]["flow"]),
               "critic": common.map_params(sp["modules_critic"], state["params"]["critic"])}
     state = {**state, "params": params, "target_critic": common.map_params(sp["modules_target_critic"], state["target_critic"])}

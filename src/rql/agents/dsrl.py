@@ -118,7 +118,8 @@ def make(config: DSRLConfig, obs_dim: int, action_dim: int) -> Agent:
 
         qs = critic(params["critic"], s0, actions)
         next_actions = sample_actions(state, sh, k_next)
-        critic_loss, target = td_loss(qs, critic(state["target_critic"], sh, next_actions), reward_sum, bootstrap, valid, c.rho)
+        next_qs = critic(state["target_critic"], sh, next_actions)
+        critic_loss, target = td_loss(qs, next_qs, reward_sum, bootstrap, valid, c.rho)
 
         # The latent critic learns Q of the chunk each (standard normal) noise is mapped to.
         w = jax.random.normal(k_distill, (s0.shape[0], chunk_dim))
@@ -134,7 +135,8 @@ def make(config: DSRLConfig, obs_dim: int, action_dim: int) -> Agent:
         entropy = -jax.lax.stop_gradient(log_prob).mean()
         alpha_loss = jnp.exp(params["log_alpha"]) * (entropy - target_entropy)
 
-        terms = {"critic": critic_loss, "distill": distill_loss, "bc": bc_loss, "actor": actor_loss, "alpha": alpha_loss}
+        terms = {"critic": critic_loss, "distill": distill_loss, "bc": bc_loss, "actor": actor_loss,
+                 "alpha": alpha_loss}
         stats = {
             **value_stats(qs, target, valid),
             "value/latent_q_mean": q_pi.mean(),

@@ -89,7 +89,8 @@ def make(config: FAWACConfig, obs_dim: int, action_dim: int) -> Agent:
 
         qs = critic(params["critic"], s0, actions)
         next_actions = sample_actions(frozen, sh, k_next)
-        critic_loss, target = td_loss(qs, critic(state["target_critic"], sh, next_actions), reward_sum, bootstrap, valid, c.rho)
+        next_qs = critic(state["target_critic"], sh, next_actions)
+        critic_loss, target = td_loss(qs, next_qs, reward_sum, bootstrap, valid, c.rho)
 
         v = value(params["value"], s0)
         value_loss = jnp.mean(jnp.square(critic(state["target_critic"], s0, actions) - v) * valid)

@@ -76,7 +76,8 @@ def suite_bc_flow_loss(velocity: flow.Velocity, obs, actions, valid, key):
 def chunk_td(batch: Batch, horizon: int, discount: float):
     """``(s_0, s_h, a, reward_sum, bootstrap, valid)`` of the chunked n-step target."""
     reward_sum, bootstrap, valid = n_step_return(batch, horizon, discount)
-    return batch.observations[:, 0], batch.observations[:, horizon], flat_chunk(batch, horizon), reward_sum, bootstrap, valid
+    s0, sh = batch.observations[:, 0], batch.observations[:, horizon]
+    return s0, sh, flat_chunk(batch, horizon), reward_sum, bootstrap, valid
 
 
 def td_loss(qs, next_qs, reward_sum, bootstrap, valid, rho: float):
@@ -146,7 +147,8 @@ def make(config: FBRACConfig, obs_dim: int, action_dim: int) -> Agent:
 
         next_actions = sample_actions(frozen, sh, k_next)
         qs = critic(params["critic"], s0, actions)
-        critic_loss, target = td_loss(qs, critic(state["target_critic"], sh, next_actions), reward_sum, bootstrap, valid, c.rho)
+        next_qs = critic(state["target_critic"], sh, next_actions)
+        critic_loss, target = td_loss(qs, next_qs, reward_sum, bootstrap, valid, c.rho)
 
         bc_loss = suite_bc_flow_loss(lambda o, x, t: flow_def.apply(params["flow"], o, x, t), s0, actions, valid, k_bc)
 

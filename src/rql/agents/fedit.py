@@ -106,7 +106,8 @@ def make(config: FEditConfig, obs_dim: int, action_dim: int) -> Agent:
 
         next_actions = sample_actions(frozen, sh, k_next)
         qs = critic(params["critic"], s0, actions)
-        critic_loss, target = td_loss(qs, critic(state["target_critic"], sh, next_actions), reward_sum, bootstrap, valid, c.rho)
+        next_qs = critic(state["target_critic"], sh, next_actions)
+        critic_loss, target = td_loss(qs, next_qs, reward_sum, bootstrap, valid, c.rho)
 
         bc_loss = suite_bc_flow_loss(lambda o, x, t: flow_def.apply(params["flow"], o, x, t), s0, actions, valid, k_bc)
 
