@@ -42,11 +42,14 @@ place (:func:`current_actor_state`); the other agents' ``act`` already uses the 
 Every chunk gets fresh noise (the key of seed ``k``'s ``c``-th chunk is
 ``fold_in(fold_in(PRNGKey(k), ONLINE_KEY), c)``), a chunk's actions are executed open loop, and a
 new chunk is drawn at every episode start. Evaluation keeps using ``agent.act``.
+
+This module holds the buffer and the compiled pieces (pure functions of arrays, like
+:mod:`rql.learner`); the host loop that steps the environments, logs, evaluates and checkpoints is
+the online phase of the runner, :mod:`rql.runner.online_phase`.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Callable
 
 import jax
@@ -54,7 +57,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from rql.agents.base import Batch
-from rql.data.dataset import ACTION_CLIP_EPS
 from rql.data.device import DeviceDataset
 
 ONLINE_KEY = 0x6F6E6C  # folded into a seed's key for its online policy noise
@@ -224,171 +226,3 @@ def process_reward(reward: float, sparse: bool) -> float:
     if sparse:
         r = np.float32(-1.0 if r != 0.0 else 0.0)
     return float(r)
-
-
-# ----------------------------------------------------------------------------- the host loop
-
-
-class OnlinePhase:
-    """The online loop of a group: one training environment per seed, one batched policy call
-    for the seeds that need a chunk, one compiled call per environment step of all seeds."""
-
-    def __init__(self, run, agent, agent_cfg, seeds: list[int], offline: DeviceDataset, offline_size: int,
-                 capacity: int, make_env: Callable):
-        self.run, self.agent, self.cfg, self.seeds = run, agent, agent_cfg, list(seeds)
-        self.off, self.offline_size, self.capacity = offline, int(offline_size), int(capacity)
-        kw = {"max_episode_steps": run.online_episode_steps} if run.online_episode_steps else {}
-        self.envs = [make_env(run.task, **kw) for _ in seeds]
-        self.policy = make_online_policy(agent)
-        self.step_fn = make_online_step(agent, agent_cfg.horizon, agent_cfg.batch_size, run.utd)
-        self.base_keys = jnp.stack([jax.random.fold_in(jax.random.PRNGKey(s), ONLINE_KEY) for s in seeds])
-        n = len(seeds)
-        self.meta = init_meta(n)
-        self.buf = jax.vmap(lambda _: init_online_buffer(capacity, agent.obs_dim, agent.action_dim))(jnp.arange(n))
-        self.obs = np.zeros((n, agent.obs_dim), np.float32)
-        self.queue: list[list[np.ndarray]] = [[] for _ in seeds]
-        self.ep_return = np.zeros(n)
-        self.ep_len = np.zeros(n, np.int64)
-        self.finished: list[list[tuple[float, float, int]]] = [[] for _ in seeds]  # since the last row
-        self.total_episodes = np.zeros(n, np.int64)
-
-    # checkpoint state ------------------------------------------------------------------
-    def state_for_save(self, ts):
-        """The group state to checkpoint: the train state plus the online part of the buffer and
-        the host counters (episodes started, chunks drawn, environment steps)."""
-        meta = {k: jnp.asarray(v) for k, v in self.meta.items()}
-        return {**ts, "online": {**self.buf, **meta}}
-
-    def restore(self, state) -> dict:
-        """Take the online part out of a restored group state; returns the train state. The
-        episode in progress at the checkpoint is closed where it stands (see module docs)."""
-        online = dict(state["online"])
-        for k in self.meta:
-            self.meta[k] = np.asarray(online.pop(k)).astype(np.int32)
-        self.buf = jax.jit(jax.vmap(close_open_episode))(online)
-        return {k: v for k, v in state.items() if k != "online"}
-
-    def close(self) -> None:
-        for e in self.envs:
-            try:
-                e.close()
-            except Exception:
-                pass
-
-    # stepping --------------------------------------------------------------------------
-    def _reset(self, g: int) -> None:
-        seed = ENV_SEED_BASE + self.seeds[g] * 100_003 + int(self.meta["episode"][g])
-        o, _ = self.envs[g].reset(seed=seed)
-        self.meta["episode"][g] += 1
-        self.obs[g] = o
-        self.queue[g] = []
-        self.ep_return[g] = 0.0
-        self.ep_len[g] = 0
-
-    def start(self) -> None:
-        for g in range(len(self.seeds)):
-            self._reset(g)
-
-    def step(self, ts):
-        """One environment step of every seed, appended to its buffer, then ``utd`` updates each."""
-        need = [not q for q in self.queue]
-        if any(need):
-            chunks = np.asarray(self.policy(ts["agent"], jnp.asarray(self.obs), self.base_keys,
-                                            jnp.asarray(self.meta["chunk"])))
-            for g, nd in enumerate(need):
-                if nd:
-                    self.queue[g] = list(np.clip(chunks[g], -1.0, 1.0))
-                    self.meta["chunk"][g] += 1
-        n = len(self.seeds)
-        tr = {"observations": self.obs.copy(), "actions": np.zeros((n, self.agent.action_dim), np.float32),
-              "rewards": np.zeros(n, np.float32), "masks": np.zeros(n, np.float32), "done": np.zeros(n, np.float32)}
-        for g, env in enumerate(self.envs):
-            a = self.queue[g].pop(0)
-            o, r, terminated, truncated, info = env.step(a)
-            tr["actions"][g] = np.clip(a, -1 + ACTION_CLIP_EPS, 1 - ACTION_CLIP_EPS)
-            tr["rewards"][g] = process_reward(r, self.cfg.sparse)
-            tr["masks"][g] = 0.0 if terminated else 1.0
-            tr["done"][g] = 1.0 if (terminated or truncated) else 0.0
-            self.ep_return[g] += float(r)
-            self.ep_len[g] += 1
-            self.obs[g] = o
-            if terminated or truncated:
-                self.finished[g].append((float(info.get("success", 0.0)), float(self.ep_return[g]), int(self.ep_len[g])))
-                self.total_episodes[g] += 1
-        ts, self.buf, metrics = self.step_fn(ts, self.buf, self.off, {k: jnp.asarray(v) for k, v in tr.items()})
-        self.meta["env_steps"] += 1
-        for g in range(n):
-            if tr["done"][g]:
-                self._reset(g)
-        return ts, metrics
-
-    def stats(self) -> list[dict]:
-        """``online/`` columns per seed; episode columns average the episodes finished since the
-        last call (blank when none finished)."""
-        sizes = np.asarray(self.buf["size"])
-        out = []
-        for g in range(len(self.seeds)):
-            row = {"online/episodes": int(self.total_episodes[g]), "online/env_steps": int(self.meta["env_steps"][g]),
-                   "online/buffer_size": int(self.offline_size + sizes[g])}
-            if self.finished[g]:
-                f = np.array(self.finished[g])
-                row.update({"online/episode_success": float(np.mean(f[:, 0] > 0.5)),
-                            "online/episode_return": float(np.mean(f[:, 1])),
-                            "online/episode_length": float(np.mean(f[:, 2]))})
-            self.finished[g] = []
-            out.append(row)
-        return out
-
-
-def run_online(phase: OnlinePhase, ts, start: int, *, total: int, log_every: int,
-               eval_every: int, save_every: int, do_eval: Callable | None, save: Callable, write_rows: Callable,
-               signals, bar, check_finite: Callable, stopped: Callable):
-    """The online loop from total step ``start`` to ``total`` (offline updates + env steps).
-
-    Callbacks (from the runner): ``do_eval(step, agent_states) -> list of dict`` or None,
-    ``save(step, group_state)``, ``write_rows(rows, step)``, ``check_finite(step, metrics per seed)``,
-    ``stopped(step)`` raises after a signal. Returns the final train state and step.
-    """
-    from rql.train import EVAL_KEYS as eval_keys
-
-    phase.start()
-    step = start
-    acc: list[dict] = []
-    t_last, env_last = time.time(), step
-    while step < total:
-        ts, metrics = phase.step(ts)
-        step += 1
-        acc.append(metrics)
-        rows: list[dict] = [{} for _ in phase.seeds]
-        if step % log_every == 0 or step >= total:
-            mean = {k: np.mean(np.stack([np.asarray(m[k]) for m in acc]), axis=0) for k in acc[0]}
-            acc = []
-            now = time.time()
-            rate = (step - env_last) / max(now - t_last, 1e-9)
-            t_last, env_last = now, step
-            per_seed = [{k: float(v[i]) for k, v in mean.items()} for i in range(len(phase.seeds))]
-            check_finite(step, per_seed)
-            for i, st in enumerate(phase.stats()):
-                rows[i].update(step=step, updates_per_s=rate * phase.run.utd, **per_seed[i], **st)
-                rows[i]["online/env_steps_per_s"] = rate
-            if bar is not None:
-                bar.set_postfix(env_steps_s=f"{rate:.0f}", buffer=rows[0]["online/buffer_size"])
-        evaluated = False
-        if do_eval is not None and signals.requested is None and (
-                (eval_every and step % eval_every == 0) or step >= total):
-            res = do_eval(step, ts["agent"])
-            evaluated = True
-            for i, r in enumerate(res):
-                rows[i].update(step=step, **{f"eval/{k}": r[k] for k in eval_keys})
-        write_rows(rows, step)
-        saved = False
-        if step % save_every == 0 or step >= total or signals.requested is not None:
-            save(step, phase.state_for_save(ts))
-            saved = True
-        if bar is not None:
-            bar.update(1)
-        if evaluated or saved:
-            t_last = time.time()  # env steps/s counts acting and learning only
-        if signals.requested is not None:
-            stopped(step)
-    return ts, step

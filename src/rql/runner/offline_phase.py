@@ -1,0 +1,58 @@
+"""The offline phase: compiled blocks of updates on the offline data (one block of every seed per
+dispatch, :func:`rql.learner.make_group_block`), from the step a run starts at to ``--steps``."""
+
+from __future__ import annotations
+
+import time
+
+from rql.runner.resume import Start
+from rql.runner.services import Services, StepRate
+from rql.runner.setup import Group
+
+
+class OfflinePhase:
+    """Advances the group train state from its step to ``end`` in blocks of ``g.block`` updates;
+    a folder of shards gives each block the shard due at its step."""
+
+    name = "offline"
+
+    def __init__(self, g: Group, start: Start, end: int):
+        self.g, self.end = g, end
+
+    def close(self) -> None:
+        pass
+
+    def run(self, ts, step: int, svc: Services):
+        g, run = self.g, self.g.run
+        self.t0 = time.time()
+        rate = StepRate(step)
+        data = g.data
+        while step < self.end:
+            if g.sharded is not None:
+                data = g.sharded.data(step)
+            ts, metrics = g.run_block(ts, data)
+            step += g.block
+            rows: list[dict] = [{} for _ in g.members]
+            if step % run.log_every == 0 or step >= self.end:
+                self._log_rows(rows, step, metrics, svc, rate)
+            if svc.eval_due(step, self.end):
+                svc.show_eval(step, svc.evaluate(step, ts["agent"], rows))
+            svc.write_rows(rows, step)
+            if svc.save_due(step, self.end):
+                svc.save(step, ts)
+            svc.advance(g.block)
+            if svc.evaluates or step % run.save_every == 0:
+                rate.restart()  # the update rate counts updates only, not evaluation or saving
+            svc.stop_if_asked(step)
+        return ts, step
+
+    def _log_rows(self, rows: list[dict], step: int, metrics, svc: Services, rate: StepRate) -> None:
+        """The training columns of every seed's row at a logging step (mean over the block)."""
+        metrics = {k: [float(x) for x in v] for k, v in metrics.items()}
+        per_seed = [{k: v[i] for k, v in metrics.items()} for i in range(len(rows))]
+        ups = rate.read(step)
+        for row, mi in zip(rows, per_seed):
+            row.update(step=step, time_s=rate.now - self.t0, updates_per_s=ups, **mi)
+        svc.check_finite(step, per_seed)
+        if len(rows) > 1:
+            svc.show(total_upd_s=f"{ups * len(rows):.0f}")

@@ -1,0 +1,152 @@
+"""Setting up a run: its seeds and run directories checked, one member per seed, the evaluation
+environments, the data, the agent and the compiled block of updates, gathered in a :class:`Group`
+that the phases share and that closes everything it opened."""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from typing import Any
+
+from rql.agents import make_agent
+from rql.data.dataset import Dataset
+from rql.data.device import to_device
+from rql.errors import RQLError
+from rql.learner import make_group_block
+from rql.runner.config import RunConfig, block_size, validate
+from rql.runner.evaluator import open_eval_envs, prepare_videos
+from rql.runner.member import Member
+from rql.runner.rundir import group_run_dirs, write_group_file
+
+
+@dataclasses.dataclass
+class Group:
+    """The seeds of one run configuration and everything opened for them."""
+
+    run: RunConfig
+    agent_name: str
+    agent_cfg: Any
+    seeds: list[int]
+    run_dirs: list[pathlib.Path]
+    group_dir: pathlib.Path | None
+    members: list[Member] = dataclasses.field(default_factory=list)
+    opened_envs: list[list] = dataclasses.field(default_factory=list)
+    """Every evaluation environment opened (closed at the end)."""
+    eval_envs: list[list] = dataclasses.field(default_factory=list)
+    """The evaluation environments of each seed (none: no evaluation)."""
+    dataset: Dataset | None = None
+    sharded: Any = None
+    """A folder of shards (:class:`rql.data.shards.ShardedData`) or None."""
+    online_capacity: int = 0
+    """Steps of the online part of each seed's replay buffer (0: no online phase)."""
+    agent: Any = None
+    block: int = 0
+    run_block: Any = None
+    """The compiled ``(group state, data) -> (group state, metrics)`` of ``block`` updates."""
+    data: Any = None
+    """The offline data on the device (the first shard of a folder of shards)."""
+
+    @property
+    def where(self) -> pathlib.Path:
+        """The folder a user resumes: the group folder, or the one run directory."""
+        return self.group_dir or self.run_dirs[0]
+
+    @property
+    def resume_cmd(self) -> str:
+        return f"rql train --resume {self.where}"
+
+    def close(self) -> None:
+        if self.sharded is not None:
+            self.sharded.close()
+        for envs in self.opened_envs:
+            for e in envs:
+                e.close()
+        for m in self.members:
+            m.close()
+
+
+def check_group(run: RunConfig, agent_name: str, seeds, run_dirs, resume: bool, group_dir) -> Group:
+    """The group to train, its arguments checked (nothing opened yet)."""
+    run = validate(run)
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise RQLError("no seeds to train")
+    if run_dirs is None:
+        group_dir, run_dirs = group_run_dirs(run, agent_name, seeds)
+    run_dirs = [pathlib.Path(d) for d in run_dirs]
+    if len(run_dirs) != len(seeds):
+        raise RQLError("one run directory per seed is needed")
+    if len(seeds) > 1 and run.shard_seed is None:
+        run = dataclasses.replace(run, shard_seed=seeds[0])
+    for d in run_dirs:
+        if not resume and (d / "config.json").exists():
+            raise RQLError(f"{d} already holds a run; continue it with 'rql train --resume {group_dir or d}' "
+                           "or choose another --run-dir")
+        if resume and not (d / "config.json").exists():
+            raise RQLError(f"{d}: no config.json; is this a run directory made by 'rql train'?")
+    return Group(run, agent_name, None, seeds, run_dirs, group_dir)
+
+
+def set_up(g: Group, agent_cfg, dataset: Dataset | None = None) -> None:
+    """Open the members, the evaluation environments, the data, the agent and the compiled block
+    (in this order: a locked or unwritable run directory, then an unknown task, fail first)."""
+    run = g.run
+    g.agent_cfg = agent_cfg
+    for s, d in zip(g.seeds, g.run_dirs):
+        g.members.append(Member(s, d, dataclasses.replace(run, seed=s, run_dir=str(d)), run.keep_checkpoints))
+    if g.group_dir is not None:
+        write_group_file(g.group_dir, g.seeds, g.run_dirs, g.agent_name)
+    prepare_videos(run)
+    g.eval_envs = open_eval_envs(run, len(g.members), g.opened_envs)
+    task_env = g.opened_envs[0][0] if g.opened_envs else None
+    g.dataset, g.sharded = load_data(run, agent_cfg, task_env, dataset)
+    g.online_capacity = online_capacity(run, g.dataset, g.sharded)
+    g.agent = make_agent(g.agent_name, agent_cfg, g.dataset.obs_dim, g.dataset.action_dim)
+    g.block = block_size(run, g.sharded is not None)
+    g.run_block = make_group_block(g.agent, agent_cfg.horizon, agent_cfg.batch_size, g.block)
+    g.data = g.sharded.data(0) if g.sharded else to_device(g.dataset)
+
+
+def load_data(run: RunConfig, agent_cfg, task_env, dataset: Dataset | None):
+    """``(dataset, sharded or None)``: the first shard of a folder of shards, else the whole dataset."""
+    from rql.data.loading import load_dataset, make_env
+
+    sharded = None
+    if dataset is None and run.dataset_path and pathlib.Path(run.dataset_path).expanduser().is_dir():
+        if run.shard_every <= 0:
+            raise RQLError("--shard-every must be positive")
+        from rql.data.shards import ShardedData
+
+        loader_env = make_env(run.task) if run.task else None  # the prefetch thread's own
+
+        def load_shard(path):
+            return load_dataset(run.task, str(path), horizon=agent_cfg.horizon, sparse=agent_cfg.sparse,
+                                download=False, env=loader_env)
+
+        shard_seed = run.seed if run.shard_seed is None else run.shard_seed
+        sharded = ShardedData(run.dataset_path, load_shard, shard_seed, run.shard_every)
+        dataset = sharded.first()
+    if dataset is None:
+        dataset = load_dataset(run.task, run.dataset_path, run.dataset_dir, horizon=agent_cfg.horizon,
+                               sparse=agent_cfg.sparse, download=run.download, env=task_env)
+    if task_env is not None:
+        env_obs, env_act = task_env.observation_space.shape[0], task_env.action_space.shape[0]
+        if (env_obs, env_act) != (dataset.obs_dim, dataset.action_dim):
+            raise RQLError(
+                f"{dataset.source}: observations/actions are {dataset.obs_dim}/{dataset.action_dim}-dimensional "
+                f"but task '{run.task}' has {env_obs}/{env_act}; is it the dataset of this task?"
+            )
+    return dataset, sharded
+
+
+def online_capacity(run: RunConfig, dataset: Dataset, sharded) -> int:
+    """Steps the online part of the replay buffer holds (0: no online phase)."""
+    if run.online_steps <= 0:
+        return 0
+    if sharded is not None:
+        raise RQLError("--online-steps with a folder of shards is not supported; give one dataset file")
+    size = run.buffer_size if run.buffer_size is not None else dataset.size + run.online_steps
+    if size <= dataset.size:
+        raise RQLError(f"--buffer-size {size} leaves no room for online steps: the buffer starts as the "
+                       f"offline dataset ({dataset.size} steps)")
+    return int(size - dataset.size)
