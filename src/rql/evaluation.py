@@ -58,6 +58,11 @@ class EnvPool:
             env = self._make(self.task)
             if self.share_model and SharedModelEnv.supports(env):
                 env = SharedModelEnv(env)
+                env.model()
+                # OGBench computes observations (observation_space too) from state a reset sets up:
+                # one reset, then its model values are forgotten (the next reset starts from fresh ones)
+                env.reset(seed=0)
+                env._own = None
             self.envs.append(env)
         return self.envs[:n]
 
@@ -121,20 +126,24 @@ class SharedModelEnv:
         return isinstance(env.unwrapped, CustomMuJoCoEnv)
 
     def model(self):
-        """The shared model (compiled now by a reset if it is not yet)."""
-        if self.env.unwrapped._model is None:
-            self.reset()
-        self._take_values()
-        return self.env.unwrapped._model
+        """The shared model, compiled now if it is not yet, as OGBench's first reset compiles it
+        but without starting an episode (whose random draws would change the model's fields)."""
+        u = self.env.unwrapped
+        if u._model is None:
+            if u._mjcf_model is None:
+                u._mjcf_model = u.build_mjcf_model()
+            u._mjcf_model = u.modify_mjcf_model(u._mjcf_model)
+            u.compile_model_and_data()
+            u._never_compiled = False
+        return u._model
 
     def _take_values(self) -> None:
-        """Start this environment's own values: the model's as they stand for the template (before
-        any other environment can use it), a freshly compiled model's for the others."""
+        """Start this environment's own values: those of the freshly compiled model (whatever was
+        done to the model outside :meth:`reset` and :meth:`step`, e.g. relabelling data with it)."""
         if self._own is None:
             model = self.env.unwrapped._model if self.template is None else self.template.model()
             self._views = [getattr(model, f) for f in MODEL_FIELDS_CHANGED_BY_OGBENCH]
-            src = self._views if self.template is None else self.template.fresh
-            self._own = [v.copy() for v in src]
+            self._own = [v.copy() for v in (self.template or self).fresh]
 
     def _load(self) -> None:
         if self._own is None and self.template is None and self.env.unwrapped._model is None:
