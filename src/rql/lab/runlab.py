@@ -4,8 +4,10 @@ chains (RQL only), and the spread of the policy's samples per state (beside a ba
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 import time
+from typing import Any
 
 import jax
 import numpy as np
@@ -43,11 +45,32 @@ def _samples(agent, state, obs, k: int, seed: int) -> np.ndarray:
     return a.reshape(obs.shape[0], k, -1)
 
 
-def run_run_lab(out: pathlib.Path, run_dir: str, baseline: str | None = None, checkpoint: int | None = None,
-                states: int = 64, seed: int = 0, log=print) -> dict:
+@dataclasses.dataclass
+class RunScene:
+    """What the figures of a run are computed from: its restored agent, an optional baseline run's,
+    and ``states`` dataset states with the action chunk that followed each."""
+
+    run_dir: str
+    agent: Any
+    state: Any
+    step: int
+    base: tuple | None
+    """``(label, agent, state)`` of the --baseline run, or None."""
+    ds: Any
+    obs: np.ndarray
+    chunks: np.ndarray
+    f: Any
+    """The run's networks as functions (:func:`rql.lab.measure.fields`)."""
+    F: int
+    label: str
+    seed: int
+    numbers: dict
+
+
+def load_run_scene(run_dir: str, baseline: str | None, checkpoint: int | None, states: int, seed: int,
+                   log=print) -> RunScene:
     from rql.data.loading import load_dataset
 
-    t0 = time.time()
     run, agent, state, step = _load(run_dir, checkpoint)
     cfg = agent.config
     base = None
@@ -65,76 +88,101 @@ def run_run_lab(out: pathlib.Path, run_dir: str, baseline: str | None = None, ch
     rng = np.random.default_rng(seed)
     obs, chunks = _windows(ds, cfg.horizon, states, rng)
     f = M.fields(agent, state)
-    F = f.flow_steps or 10
     label = f"{agent.name} ({pathlib.Path(run_dir).name}, update {step})"
     numbers: dict = {"run_dir": str(run_dir), "agent": agent.name, "checkpoint": step, "dataset": ds.source,
                      "states": int(len(obs)), "chunk_dim": int(chunks.shape[1])}
-    sections = []
+    return RunScene(run_dir, agent, state, step, base, ds, obs, chunks, f, f.flow_steps or 10, label, seed, numbers)
 
-    # Flow reversal round trip --------------------------------------------------------------
-    if f.reverse is not None:
-        Fs = sorted({1, 2, 4, 8, F, 16, 32, 64})
-        rt = M.round_trip(f.reverse, obs, chunks, Fs)
-        med = np.median(rt["error"], 1)
-        fit = M.loglinear_fit(np.log(Fs), np.log(np.maximum(med, 1e-12)))
-        numbers["reversal"] = {"F": Fs, "roundtrip_median": med.tolist(),
-                               "roundtrip_p90": np.percentile(rt["error"], 90, 1).tolist(),
-                               "roundtrip_loglog_slope": fit["slope"]}
-        iF = Fs.index(F)
-        which = "the current actor RQL reverses with" if agent.name == "rql" else "the run's behaviour flow"
-        sections.append(Section(
-            "reversal", "Flow reversal: round trip against F",
-            f"The dataset action chunks of {len(obs)} states ({chunks.shape[1]} numbers each) reversed to noise with "
-            f"{which} in F steps, then sampled forward from that noise in F steps. Median round-trip error (RMS per "
-            f"action dimension): {med[iF]:.4f} at the run's F = {F}, {med[0]:.4f} at F = 1, {med[-1]:.5f} at F = 64; "
-            f"it falls like F^{fit['slope']:.2f}.",
-            [Picture("run_roundtrip", [({}, draw.run_roundtrip(rt, label))], "round trip")]))
-    else:
-        sections.append(Section("reversal", "Flow reversal: round trip against F",
-                                f"This run's agent ({agent.name}) has no flow velocity field, so there is nothing "
-                                f"to reverse."))
 
-    # Value along reversed chains (RQL only) -------------------------------------------------
-    if f.value is not None:
-        path = M.reversal_path(f.reverse, obs, chunks, F)
-        vals, grads = M.value_along(f.value, obs, path)
-        within = vals.max(0) - vals.min(0)
-        across = float(np.std(vals[-1]))
-        gmed = np.median(grads, 1)
-        numbers["value_along_chain"] = {
-            "t": (np.arange(F + 1) / F).tolist(), "within_chain_range_median": float(np.median(within)),
-            "across_state_std_t1": across, "flatness_ratio": float(np.median(within) / max(across, 1e-9)),
-            "grad_norm_median": gmed.tolist(), "grad_norm_max_over_min": float(gmed.max() / max(gmed.min(), 1e-12)),
-        }
-        sections.append(Section(
+# ----------------------------------------------------------------------------- the figures, in page order
+
+
+def roundtrip_section(s: RunScene) -> Section:
+    """Flow reversal: the dataset chunks reversed to noise and sampled back, against F (figure run_roundtrip)."""
+    f, obs, chunks, F, agent = s.f, s.obs, s.chunks, s.F, s.agent
+    if f.reverse is None:
+        return Section("reversal", "Flow reversal: round trip against F",
+                       f"This run's agent ({agent.name}) has no flow velocity field, so there is nothing "
+                       f"to reverse.")
+    Fs = sorted({1, 2, 4, 8, F, 16, 32, 64})
+    rt = M.round_trip(f.reverse, obs, chunks, Fs)
+    med = np.median(rt["error"], 1)
+    fit = M.loglinear_fit(np.log(Fs), np.log(np.maximum(med, 1e-12)))
+    s.numbers["reversal"] = {"F": Fs, "roundtrip_median": med.tolist(),
+                             "roundtrip_p90": np.percentile(rt["error"], 90, 1).tolist(),
+                             "roundtrip_loglog_slope": fit["slope"]}
+    iF = Fs.index(F)
+    which = "the current actor RQL reverses with" if agent.name == "rql" else "the run's behaviour flow"
+    return Section(
+        "reversal", "Flow reversal: round trip against F",
+        f"The dataset action chunks of {len(obs)} states ({chunks.shape[1]} numbers each) reversed to noise with "
+        f"{which} in F steps, then sampled forward from that noise in F steps. Median round-trip error (RMS per "
+        f"action dimension): {med[iF]:.4f} at the run's F = {F}, {med[0]:.4f} at F = 1, {med[-1]:.5f} at F = 64; "
+        f"it falls like F^{fit['slope']:.2f}.",
+        [Picture("run_roundtrip", [({}, draw.run_roundtrip(rt, s.label))], "round trip")])
+
+
+def value_section(s: RunScene) -> Section:
+    """RQL's value V(s, x_t, t) along the reversed chains of the dataset chunks (figure run_value)."""
+    f, obs, F = s.f, s.obs, s.F
+    if f.value is None:
+        return Section(
             "value", "The value along reversed chains",
-            f"V(s, x_t, t) of the run's value ensemble (mean) on the partial actions of the same {len(obs)} dataset "
-            f"chunks reversed to t = k/{F}. Median range of V along one chain: {np.median(within):.4g}; spread "
-            f"(std) of V(s, a, 1) across the states: {across:.4g} (ratio {np.median(within) / max(across, 1e-9):.2f}). "
-            f"Median |grad_x V|: {gmed[0]:.4g} at t = 0, {gmed[F // 2]:.4g} at t = 0.5, {gmed[-1]:.4g} at t = 1 "
-            f"(largest/smallest over t {gmed.max() / max(gmed.min(), 1e-12):.1f}x).",
-            [Picture("run_value", [({}, draw.value_lines(vals, grads, np.full(len(obs), -1), 0))], "value along")]))
-    else:
-        sections.append(Section(
-            "value", "The value along reversed chains",
-            f"Only RQL learns a value V(s, x, t) on partial actions; this run's agent is {agent.name}, so there "
-            f"is no such value to draw."))
+            f"Only RQL learns a value V(s, x, t) on partial actions; this run's agent is {s.agent.name}, so there "
+            f"is no such value to draw.")
+    path = M.reversal_path(f.reverse, obs, s.chunks, F)
+    vals, grads = M.value_along(f.value, obs, path)
+    within = vals.max(0) - vals.min(0)
+    across = float(np.std(vals[-1]))
+    gmed = np.median(grads, 1)
+    s.numbers["value_along_chain"] = {
+        "t": (np.arange(F + 1) / F).tolist(), "within_chain_range_median": float(np.median(within)),
+        "across_state_std_t1": across, "flatness_ratio": float(np.median(within) / max(across, 1e-9)),
+        "grad_norm_median": gmed.tolist(), "grad_norm_max_over_min": float(gmed.max() / max(gmed.min(), 1e-12)),
+    }
+    return Section(
+        "value", "The value along reversed chains",
+        f"V(s, x_t, t) of the run's value ensemble (mean) on the partial actions of the same {len(obs)} dataset "
+        f"chunks reversed to t = k/{F}. Median range of V along one chain: {np.median(within):.4g}; spread "
+        f"(std) of V(s, a, 1) across the states: {across:.4g} (ratio {np.median(within) / max(across, 1e-9):.2f}). "
+        f"Median |grad_x V|: {gmed[0]:.4g} at t = 0, {gmed[F // 2]:.4g} at t = 0.5, {gmed[-1]:.4g} at t = 1 "
+        f"(largest/smallest over t {gmed.max() / max(gmed.min(), 1e-12):.1f}x).",
+        [Picture("run_value", [({}, draw.value_lines(vals, grads, np.full(len(obs), -1), 0))], "value along")])
 
-    # Sample spread per state -----------------------------------------------------------------
-    K = 32
-    groups_all = [(label, agent, state)] + ([base] if base else [])
+
+SPREAD_SAMPLES = 32  # policy samples per state
+
+
+def spread_section(s: RunScene) -> Section:
+    """The spread of the policy's samples per state, beside the baseline's (figure run_spread)."""
+    K, chunks = SPREAD_SAMPLES, s.chunks
+    groups_all = [(s.label, s.agent, s.state)] + ([s.base] if s.base else [])
     spreads, draws = {}, []
-    for i, (lab, a, s) in enumerate(groups_all):
-        smp = _samples(a, s, obs, K, seed + 3 + i)
+    for i, (lab, a, st) in enumerate(groups_all):
+        smp = _samples(a, st, s.obs, K, s.seed + 3 + i)
         per_state = np.sqrt(np.mean(np.var(smp, axis=1), axis=-1))
         to_data = np.linalg.norm(smp - chunks[:, None], axis=-1).min(1) / np.sqrt(chunks.shape[1])
         spreads[a.name if i == 0 else f"baseline:{a.name}"] = {
             "per_state_std_mean": float(per_state.mean()), "nearest_sample_to_data_rms_mean": float(to_data.mean())}
         draws.append((lab, smp))
     data_std = float(np.sqrt(np.mean(np.var(chunks, axis=0))))
-    numbers["spread"] = {"samples_per_state": K, "dataset_across_state_std": data_std, **spreads}
-    # Project the first four states' samples and data chunks on the principal axes of their pool.
-    S = min(4, len(obs))
+    s.numbers["spread"] = {"samples_per_state": K, "dataset_across_state_std": data_std, **spreads}
+    text = "; ".join(f"{k}: per-state sample std {v['per_state_std_mean']:.3f}, nearest of {K} samples to the "
+                     f"dataset chunk {v['nearest_sample_to_data_rms_mean']:.3f} (RMS per dim)"
+                     for k, v in spreads.items())
+    return Section(
+        "spread", "Policy samples per state",
+        f"{K} samples of the policy (its own act function) in each of {len(s.obs)} dataset states. {text}. For "
+        f"scale, the dataset chunks vary by {data_std:.3f} (std per dim) across these states. The pictures show "
+        f"four states projected on the first two principal axes of their samples and data chunks."
+        + ("" if s.base else " Give --baseline RUN_DIR (e.g. a flow-BC run on the same data) to draw a "
+                             "behaviour-cloning policy beside it."),
+        [Picture("run_spread", [({}, draw.run_spread(_projected(draws, chunks), s.label))], "samples per state")])
+
+
+def _projected(draws: list, chunks: np.ndarray) -> list:
+    """The first four states' samples and data chunks on the principal axes of their pool."""
+    S = min(4, len(chunks))
     pool = np.concatenate([chunks[:S]] + [d[1][:S].reshape(-1, chunks.shape[1]) for d in draws])
     mean = pool.mean(0)
     _, _, vt = np.linalg.svd(pool - mean, full_matrices=False)
@@ -142,23 +190,29 @@ def run_run_lab(out: pathlib.Path, run_dir: str, baseline: str | None = None, ch
     cols = ["C3", "C0", "C2"]
     groups = [(lab, (d[:S] - mean) @ proj, cols[i % 3]) for i, (lab, d) in enumerate(draws)]
     groups.append(("dataset chunk", ((chunks[:S] - mean) @ proj)[:, None, :], "k"))
-    text = "; ".join(f"{k}: per-state sample std {v['per_state_std_mean']:.3f}, nearest of {K} samples to the "
-                     f"dataset chunk {v['nearest_sample_to_data_rms_mean']:.3f} (RMS per dim)"
-                     for k, v in spreads.items())
-    sections.append(Section(
-        "spread", "Policy samples per state",
-        f"{K} samples of the policy (its own act function) in each of {len(obs)} dataset states. {text}. For "
-        f"scale, the dataset chunks vary by {data_std:.3f} (std per dim) across these states. The pictures show "
-        f"four states projected on the first two principal axes of their samples and data chunks."
-        + ("" if baseline else " Give --baseline RUN_DIR (e.g. a flow-BC run on the same data) to draw a "
-                               "behaviour-cloning policy beside it."),
-        [Picture("run_spread", [({}, draw.run_spread(groups, label))], "samples per state")]))
+    return groups
 
-    numbers["timing"] = {"total_seconds": time.time() - t0}
-    intro = (f"Measured from the checkpoint of {run_dir} ({agent.name}, update {step}) on {len(obs)} states "
-             f"of its dataset {ds.source}.")
-    page = render(out, f"rql lab: {pathlib.Path(run_dir).name}", intro, sections, numbers,
+
+FIGURES = (roundtrip_section, value_section, spread_section)
+"""The page's figures in order."""
+
+
+# ----------------------------------------------------------------------------- the lab
+
+
+def run_run_lab(out: pathlib.Path, run_dir: str, baseline: str | None = None, checkpoint: int | None = None,
+                states: int = 64, seed: int = 0, log=print) -> dict:
+    """Restore the run (and the baseline), make every figure of :data:`FIGURES` and write the page;
+    returns the numbers written to lab.json."""
+    t0 = time.time()
+    s = load_run_scene(run_dir, baseline, checkpoint, states, seed, log=log)
+    sections = [make_section(s) for make_section in FIGURES]
+    s.numbers["timing"] = {"total_seconds": time.time() - t0}
+    agent, step = s.agent, s.step
+    intro = (f"Measured from the checkpoint of {run_dir} ({agent.name}, update {step}) on {len(s.obs)} states "
+             f"of its dataset {s.ds.source}.")
+    page = render(out, f"rql lab: {pathlib.Path(run_dir).name}", intro, sections, s.numbers,
                   [("run", str(run_dir)), ("agent", agent.name), ("checkpoint", str(step)),
-                   ("chunk", f"h = {cfg.horizon} x {agent.action_dim} actions"), ("flow steps", str(F))])
+                   ("chunk", f"h = {agent.config.horizon} x {agent.action_dim} actions"), ("flow steps", str(s.F))])
     log(f"lab page: {page} ({time.time() - t0:.0f} s)")
-    return numbers
+    return s.numbers

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import pathlib
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -138,12 +139,51 @@ def horizon_numbers(gamma: float, F: int, h: int, Fs=tuple(range(1, 33))) -> dic
     }
 
 
-def run_toy_lab(out: pathlib.Path, task_spec: str = "toy:ring", steps: int = 3000, seed: int = 0,
-                agents=("flow-bc", "rql", "fql"), log=print) -> dict:
-    t_start = time.time()
+# ----------------------------------------------------------------------------- the scene
+
+
+@dataclasses.dataclass
+class ToyScene:
+    """What every figure of the toy lab is computed from: the task and its data, the state the
+    figures are drawn in (``obs0``, where mode ``best`` is rewarded), the trained networks, one
+    random generator the figures draw from in page order, and the numbers written to lab.json."""
+
+    task_spec: str
+    task: Any
+    ds: Any
+    best: int
+    obs0: np.ndarray
+    in_state: np.ndarray
+    """Dataset indices of the steps taken in ``obs0``'s state."""
+    landscape: tuple
+    landscape_wide: tuple
+    trained: dict
+    """Per agent ``(agent, state, updates)``, restored from its run directory."""
+    fields: dict
+    rng: np.random.Generator
+    x0: np.ndarray
+    """Noise draws shared by the flow figures."""
+    numbers: dict
+    reversed: tuple = ()
+    """``(dataset actions, their modes, reversed chains)`` of the reversal figure, reused by the value figures."""
+
+    @property
+    def rql_agent(self):
+        return self.trained["rql"][0]
+
+    @property
+    def f_rql(self):
+        return self.fields["rql"]
+
+    @property
+    def F(self) -> int:
+        return self.rql_agent.config.flow_steps
+
+
+def _check_lab_args(task_spec: str, agents, steps: int) -> str:
     if not task_spec.startswith(toy.PREFIX):
         task_spec = toy.PREFIX + task_spec
-    task = toy.parse(task_spec)
+    toy.parse(task_spec)
     for need in ("flow-bc", "rql"):
         if need not in agents:
             raise RQLError(f"--agents must include {need} (the figures compare flow BC with RQL)")
@@ -152,46 +192,43 @@ def run_toy_lab(out: pathlib.Path, task_spec: str = "toy:ring", steps: int = 300
         raise RQLError(f"rql lab trains {', '.join(LAB_AGENTS)}; unknown: {', '.join(unknown)}")
     if steps <= 0:
         raise RQLError("--steps must be positive")
-    out.mkdir(parents=True, exist_ok=True)
-    runs = train_agents(out, task_spec, agents, steps, seed, log=log)
-    t_train = time.time() - t_start
-    log("measuring and drawing ...")
+    return task_spec
 
+
+def _reward_landscape(task, obs0, half_width: float) -> tuple:
+    """``(grid, reward on grid x grid)`` of the toy task in ``obs0``, over [-half_width, half_width]^2."""
+    g = np.linspace(-half_width, half_width, 160, dtype=np.float32)
+    GX, GY = np.meshgrid(g, g)
+    return g, toy.reward(task, obs0, np.stack([GX.ravel(), GY.ravel()], -1)).reshape(len(g), len(g))
+
+
+def load_scene(task_spec: str, runs: dict, agents, seed: int) -> ToyScene:
+    """The toy task's data and the networks trained into ``runs`` (:func:`train_agents`)."""
     from rql.data.loading import load_dataset
 
+    task = toy.parse(task_spec)
     ds = load_dataset(None, task_spec, horizon=1)
     best = 0
     obs0 = toy.observation(task, np.array([best]))  # the state every toy figure is drawn in
     in_state = np.flatnonzero(toy.best_mode(task, ds.observations) == best)
-    centres, rad = task.centres, task.success_radius
-    g = np.linspace(-1.05, 1.05, 160, dtype=np.float32)
-    GX, GY = np.meshgrid(g, g)
-    landscape = (g, toy.reward(task, obs0, np.stack([GX.ravel(), GY.ravel()], -1)).reshape(len(g), len(g)))
-    gw = np.linspace(-2.8, 2.8, 160, dtype=np.float32)
-    WX, WY = np.meshgrid(gw, gw)
-    landscape_wide = (gw, toy.reward(task, obs0, np.stack([WX.ravel(), WY.ravel()], -1)).reshape(len(gw), len(gw)))
-
-    section_seconds: dict[str, float] = {}
-    t_mark = [time.time()]
-
-    def tick(name):
-        now = time.time()
-        section_seconds[name] = now - t_mark[0]
-        t_mark[0] = now
-
+    landscape, landscape_wide = _reward_landscape(task, obs0, 1.05), _reward_landscape(task, obs0, 2.8)
     trained = {name: _restore(runs[name]["run_dir"]) for name in agents}
     fields = {name: M.fields(a, s) for name, (a, s, _) in trained.items()}
-    rql_agent, rql_state, _ = trained["rql"]
-    f_rql = fields["rql"]
-    F = rql_agent.config.flow_steps
     rng = np.random.default_rng(seed)
     x0 = rng.standard_normal((300, 2)).astype(np.float32)
     numbers: dict = {"task": task_spec, "toy": dataclasses.asdict(task), "seed": seed, "runs": runs,
                      "agent_configs": {n: dataclasses.asdict(trained[n][0].config) for n in agents}}
-    sections = []
-    tick("restore")
+    return ToyScene(task_spec, task, ds, best, obs0, in_state, landscape, landscape_wide, trained, fields, rng, x0,
+                    numbers)
 
-    # 1. noise flowing into actions ------------------------------------------------------------
+
+# ----------------------------------------------------------------------------- the figures, in page order
+
+
+def flow_paths_section(s: ToyScene) -> Section:
+    """1. Noise flowing into actions: Euler paths of flow BC and RQL from the same noise (figure flow_paths)."""
+    task, best, F, fields, trained, numbers, x0 = s.task, s.best, s.F, s.fields, s.trained, s.numbers, s.x0
+    obs0, centres, rad, landscape_wide = s.obs0, s.task.centres, s.task.success_radius, s.landscape_wide
     frames, para = [], []
     numbers["flow_paths"] = {}
     for name in ("flow-bc", "rql"):
@@ -206,7 +243,7 @@ def run_toy_lab(out: pathlib.Path, task_spec: str = "toy:ring", steps: int = 300
         for k in range(F + 1):
             frames.append(({"agent": name, "k": k},
                            draw.flow_paths(path, modes, centres, best, rad, landscape_wide, LABELS[name], upto=k)))
-    sections.append(Section(
+    return Section(
         "flow", "1. Noise flowing into actions",
         f"Euler trajectories of the trained velocity fields from the same {len(x0)} noise draws x0 ~ N(0, I), "
         f"F = {F} steps, each path coloured by the mode of the ring its end lands in (grey: none; gold star: the "
@@ -216,16 +253,13 @@ def run_toy_lab(out: pathlib.Path, task_spec: str = "toy:ring", steps: int = 300
         [Picture("flow_paths", frames, "Euler paths from noise to actions",
                  [("agent", "agent", ["flow-bc", "rql"], ["flow BC", "RQL"]),
                   ("k", "step", list(range(F + 1)), [f"{k}/{F}" for k in range(F + 1)])],
-                 {"agent": "rql", "k": F})]))
+                 {"agent": "rql", "k": F})])
 
-    tick("flow_paths")
 
-    # 2. gradient through the chain against F ---------------------------------------------------
-    Fs = list(range(1, 33))
-    cj = M.chain_jacobians(f_rql.reverse, obs0, x0[:256], Fs)
-    hop = M.hop_vs_bptt(f_rql.reverse, f_rql.value, obs0, x0[:256], F)
+def chain_numbers(Fs: list, cj: dict, hop: dict) -> dict:
+    """lab.json's ``chain_gradient``: the chain's Jacobian norms against F (percentiles of log10
+    over the noise draws), one step's norm, and the one hop against backpropagation."""
     lc = np.log10(cj["chain"])
-    iF = Fs.index(F)
     c = {
         "F": Fs,
         "chain_log10_median": np.median(lc, 1).tolist(),
@@ -244,6 +278,17 @@ def run_toy_lab(out: pathlib.Path, task_spec: str = "toy:ring", steps: int = 300
     }
     c["log_chain_vs_F_fit"] = M.loglinear_fit(Fs, c["chain_log10_median"])
     c["log_chain_vs_sum_log_steps_gap"] = float(np.median(np.abs(lc - cj["step_logsum"])))
+    return c
+
+
+def chain_gradient_section(s: ToyScene) -> Section:
+    """2. The gradient through the whole chain against F, and RQL's one hop against it (figure chain_gradient)."""
+    f_rql, obs0, x0, F, numbers = s.f_rql, s.obs0, s.x0, s.F, s.numbers
+    Fs = list(range(1, 33))
+    cj = M.chain_jacobians(f_rql.reverse, obs0, x0[:256], Fs)
+    hop = M.hop_vs_bptt(f_rql.reverse, f_rql.value, obs0, x0[:256], F)
+    iF = Fs.index(F)
+    c = chain_numbers(Fs, cj, hop)
     numbers["chain_gradient"] = c
     med = c["chain_log10_median"]
     converged = abs(med[-1] - med[15]) < 0.15
@@ -251,11 +296,11 @@ def run_toy_lab(out: pathlib.Path, task_spec: str = "toy:ring", steps: int = 300
              "with F; the flow's geometry makes it ill-conditioned, and BPTT pays F Jacobian products to reach it"
              if converged else "is still changing at F = 32")
     cos_step = c["hop_vs_bptt_cos_median_per_step"]
-    sections.append(Section(
+    return Section(
         "chain", "2. Gradient through the whole chain against F",
         f"For the trained RQL actor, the spectral norm of d action / d x0, the product of the F step Jacobians "
         f"(jax.jacfwd of each Euler step) that backpropagation through the chain multiplies, against the norm of "
-        f"one step's Jacobian, for F = 1..32 over {lc.shape[1]} noise draws. At F = {F} the product's norm spans "
+        f"one step's Jacobian, for F = 1..32 over {cj['chain'].shape[1]} noise draws. At F = {F} the product's norm spans "
         f"10^{c['chain_log10_p10'][iF]:.2f} to 10^{c['chain_log10_p90'][iF]:.2f} (10-90%, median "
         f"10^{c['chain_log10_median'][iF]:.2f}; extremes 10^{c['chain_log10_min'][iF]:.2f} .. "
         f"10^{c['chain_log10_max'][iF]:.2f}): below 1 where the noise contracts into a mode, above 1 where it "
@@ -274,14 +319,16 @@ def run_toy_lab(out: pathlib.Path, task_spec: str = "toy:ring", steps: int = 300
         f"median norm {c['bptt_norm_median_per_step'][0]:.3g} against {c['hop_norm_median_per_step'][0]:.3g} for "
         f"the one hop: where the chain contracts into a mode, the gradient through it nearly vanishes, while the "
         f"slope of V at each t is learned directly.",
-        [Picture("chain_gradient", [({}, draw.chain_gradient(cj, hop))], "chain gradient against F")]))
+        [Picture("chain_gradient", [({}, draw.chain_gradient(cj, hop))], "chain gradient against F")])
 
-    tick("chain_gradient")
 
-    # 3. horizon arithmetic -----------------------------------------------------------------------
+def horizon_section(s: ToyScene) -> Section:
+    """3. The horizon arithmetic of treating flow steps as decisions (figure horizon)."""
+    F, numbers = s.F, s.numbers
+    rql_agent = s.rql_agent
     hz = horizon_numbers(0.99, F, rql_agent.config.horizon)
     numbers["horizon"] = {k: v for k, v in hz.items() if k != "mass_curves"}
-    sections.append(Section(
+    return Section(
         "horizon", "3. The horizon arithmetic",
         f"Computed for gamma = {hz['gamma']} (the usual discount; the toy task itself ends after one decision), "
         f"F = {F}, chunk h = {hz['h']}. The value horizon is H = 1/(1 - gamma) = {hz['value_horizon_env_steps']:.0f} "
@@ -293,11 +340,13 @@ def run_toy_lab(out: pathlib.Path, task_spec: str = "toy:ring", steps: int = 300
         f"reach 90% of it. Discounting each flow step by gamma^h instead keeps the backups but shrinks the horizon "
         f"to {hz['env_horizon_if_gamma_per_flow_step']:.1f} environment steps. RQL does neither: flow steps are "
         f"deterministic, reward-free and undiscounted, and its value target does not depend on t.",
-        [Picture("horizon", [({}, draw.horizon(hz))], "horizon arithmetic")]))
+        [Picture("horizon", [({}, draw.horizon(hz))], "horizon arithmetic")])
 
-    tick("horizon")
 
-    # 4. flow reversal --------------------------------------------------------------------------
+def reversal_section(s: ToyScene) -> Section:
+    """4. Flow reversal of dataset actions and its round trip against F (figure reversal)."""
+    task, best, F, f_rql, obs0, numbers, rng = s.task, s.best, s.F, s.f_rql, s.obs0, s.numbers, s.rng
+    ds, in_state, centres, rad = s.ds, s.in_state, s.task.centres, s.task.success_radius
     pick = rng.choice(in_state, min(300, len(in_state)), replace=False)
     acts = ds.actions[pick]
     dmodes = toy.nearest_mode(task, acts)
@@ -313,7 +362,8 @@ def run_toy_lab(out: pathlib.Path, task_spec: str = "toy:ring", steps: int = 300
         "reversed_noise_mean": x0r.mean(0).tolist(), "reversed_noise_std": x0r.std(0).tolist(),
     }
     iF = rt_Fs.index(F)
-    sections.append(Section(
+    s.reversed = (acts, dmodes, rpath)
+    return Section(
         "reversal", "4. Flow reversal",
         f"Left: {len(acts)} dataset actions integrated backwards from t = 1 to t = 0 with RQL's current actor "
         f"(rql.flow.reverse, the partial actions its critic is trained on), coloured by the dataset action's mode. "
@@ -323,11 +373,14 @@ def run_toy_lab(out: pathlib.Path, task_spec: str = "toy:ring", steps: int = 300
         f"{med[iF]:.3f} at F = {F}, {med[-2]:.3f} at F = 32 and {med[-1]:.4f} at F = 64, falling like "
         f"F^{fit['slope']:.2f}" + (" (Euler is first order): reversal is the sampler run backwards, up to the step "
                                    "size." if -1.3 < fit["slope"] < -0.7 else "."),
-        [Picture("reversal", [({}, draw.reversal(rpath, dmodes, centres, best, rad, rt, F))], "flow reversal")]))
+        [Picture("reversal", [({}, draw.reversal(rpath, dmodes, centres, best, rad, rt, F))], "flow reversal")])
 
-    tick("reversal")
 
-    # 5. value along a reversed chain -------------------------------------------------------------
+def value_section(s: ToyScene) -> Section:
+    """5. RQL's value along the reversed chains of the reversal figure (figures value_lines, value_t)."""
+    task, best, F, f_rql, obs0, numbers = s.task, s.best, s.F, s.f_rql, s.obs0, s.numbers
+    centres, rad = s.task.centres, s.task.success_radius
+    acts, dmodes, rpath = s.reversed
     vals, grads = M.value_along(f_rql.value, obs0, rpath)
     mode_means = np.array([vals[-1, dmodes == k].mean() if np.any(dmodes == k) else np.nan for k in range(task.modes)])
     within = vals.max(0) - vals.min(0)
@@ -356,7 +409,7 @@ def run_toy_lab(out: pathlib.Path, task_spec: str = "toy:ring", steps: int = 300
     gscale = float(np.percentile(np.linalg.norm(vgrad, axis=-1), 95))
     vframes = [({"t": k}, draw.value_frame(gcoord, vg[k], vgrad[k], rpath[k], dmodes, task.modes, k / F, vr, gscale,
                                            *((centres, best, rad) if k == F else ()))) for k in range(F + 1)]
-    sections.append(Section(
+    return Section(
         "value", "5. The value along a reversed chain",
         f"RQL's value V(s, x_t, t) (ensemble mean) at the partial actions of the reversed chains of section 4. "
         f"Along one chain the value {'barely moves' if ratio < 0.3 else 'moves'}: median range over t "
@@ -370,11 +423,12 @@ def run_toy_lab(out: pathlib.Path, task_spec: str = "toy:ring", steps: int = 300
         f"to see V(s, ., t) and its gradient field with the chains' points at that t.",
         [Picture("value_lines", [({}, draw.value_lines(vals, grads, dmodes, task.modes))], "value along chains"),
          Picture("value_t", vframes, "value landscape at time t",
-                 [("t", "t", list(range(F + 1)), [f"{k / F:.1f}" for k in range(F + 1)])], {"t": F})]))
+                 [("t", "t", list(range(F + 1)), [f"{k / F:.1f}" for k in range(F + 1)])], {"t": F})])
 
-    tick("value_along_chain")
 
-    # 6. score function vs pathwise -----------------------------------------------------------
+def estimators_section(s: ToyScene) -> Section:
+    """6. Score-function against pathwise gradient estimates of the same gradient (figure estimators)."""
+    f_rql, obs0, seed, numbers, trained = s.f_rql, s.obs0, s.numbers["seed"], s.numbers, s.trained
     bc_agent, bc_state, _ = trained["flow-bc"]
     a_bc = _act(bc_agent, bc_state, obs0, 2000, seed + 11)
 
@@ -397,7 +451,7 @@ def run_toy_lab(out: pathlib.Path, task_spec: str = "toy:ring", steps: int = 300
     sf_slope = M.loglinear_fit(np.log(sigmas), np.log(ge["score"]))["slope"]
     pw_slope = M.loglinear_fit(np.log(sigmas), np.log(ge["pathwise"]))["slope"]
     numbers["estimators"]["variance_vs_sigma_loglog_slope"] = {"score": sf_slope, "pathwise": pw_slope}
-    sections.append(Section(
+    return Section(
         "estimators", "6. Score-function vs pathwise gradients",
         f"The same gradient, d/db E[Q(a + b + sigma eps)] at b = 0, with a drawn from the flow BC policy and Q = "
         f"RQL's value at t = 1, estimated {ge['draws']} times from {ge['batch']} samples each. At sigma = 0.1 the "
@@ -411,26 +465,29 @@ def run_toy_lab(out: pathlib.Path, task_spec: str = "toy:ring", steps: int = 300
         f"variance goes like sigma^{sf_slope:.2f} for the score function ({ge['score'][0]:.3g} at sigma = "
         f"{sigmas[0]}) and sigma^{pw_slope:.2f} for the pathwise estimate. RQL's actor update is pathwise, one "
         f"flow step at a time.",
-        [Picture("estimators", [({}, draw.estimators(ge, clouds))], "gradient estimators")]))
+        [Picture("estimators", [({}, draw.estimators(ge, clouds))], "gradient estimators")])
 
-    tick("estimators")
 
-    # 7. policies before and after -----------------------------------------------------------
+def policies_section(s: ToyScene) -> Section:
+    """7. Samples of every trained policy against the dataset's (figure policies)."""
+    task, best, obs0, numbers, rng, trained = s.task, s.best, s.obs0, s.numbers, s.rng, s.trained
+    ds, in_state, landscape, centres, rad = s.ds, s.in_state, s.landscape, s.task.centres, s.task.success_radius
+    seed, agents, rql_agent = numbers["seed"], list(s.trained), s.rql_agent
     panels = []
     data_acts = ds.actions[rng.choice(in_state, min(1000, len(in_state)), replace=False)]
     data_succ = float(toy.success(task, obs0, data_acts).mean())
     panels.append(("dataset (behaviour)", data_acts, data_succ))
     numbers["policies"] = {"dataset": {"rewarded": data_succ}}
     for name in agents:
-        a, s, step = trained[name]
-        acts_n = _act(a, s, obs0, 1000, seed + 7)
+        a, state, step = trained[name]
+        acts_n = _act(a, state, obs0, 1000, seed + 7)
         modes = toy.nearest_mode(task, acts_n)
         succ = float(toy.success(task, obs0, acts_n).mean())
         numbers["policies"][name] = {"rewarded": succ, "no_mode": float(np.mean(modes < 0)),
                                      "mean_reward": float(toy.reward(task, obs0, acts_n).mean()), "updates": int(step)}
         panels.append((f"{LABELS[name]} ({step} updates)", acts_n, succ))
     pol = numbers["policies"]
-    sections.append(Section(
+    return Section(
         "policies", "7. The policy before and after RQL",
         f"1000 samples of each trained policy (its own act function: the EMA flow for flow BC and RQL, the "
         f"one-step policy for FQL) on the reward landscape. In the rewarded mode: dataset "
@@ -438,15 +495,56 @@ def run_toy_lab(out: pathlib.Path, task_spec: str = "toy:ring", steps: int = 300
             f"{LABELS[n]} {_pct(pol[n]['rewarded'])} (mean reward {pol[n]['mean_reward']:.2f})" for n in agents)
         + f". RQL keeps a behaviour-cloning term (alpha = {rql_agent.config.alpha}); "
           f"{_pct(pol['rql']['no_mode'])} of its samples land between modes.",
-        [Picture("policies", [({}, draw.policies(panels, centres, best, rad, landscape))], "policy samples")]))
+        [Picture("policies", [({}, draw.policies(panels, centres, best, rad, landscape))], "policy samples")])
 
-    tick("policies")
+
+FIGURES = (
+    ("flow_paths", flow_paths_section),
+    ("chain_gradient", chain_gradient_section),
+    ("horizon", horizon_section),
+    ("reversal", reversal_section),
+    ("value_along_chain", value_section),
+    ("estimators", estimators_section),
+    ("policies", policies_section),
+)
+"""The page's figures in order: (timing key in lab.json, the step that computes and draws it)."""
+
+
+# ----------------------------------------------------------------------------- the lab
+
+
+def run_toy_lab(out: pathlib.Path, task_spec: str = "toy:ring", steps: int = 3000, seed: int = 0,
+                agents=("flow-bc", "rql", "fql"), log=print) -> dict:
+    """Train the agents (or reuse their runs), make every figure of :data:`FIGURES` in order and
+    write the page; returns the numbers written to lab.json."""
+    t_start = time.time()
+    task_spec = _check_lab_args(task_spec, agents, steps)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = train_agents(out, task_spec, agents, steps, seed, log=log)
+    t_train = time.time() - t_start
+    log("measuring and drawing ...")
+    t_mark = time.time()
+    scene = load_scene(task_spec, runs, agents, seed)
+    section_seconds = {"restore": time.time() - t_mark}
+    sections = []
+    for name, make_section in FIGURES:
+        t_mark = time.time()
+        sections.append(make_section(scene))
+        section_seconds[name] = time.time() - t_mark
     t_total = time.time() - t_start
-    numbers["timing"] = {"train_seconds": t_train, "total_seconds": t_total,
-                         "figures_seconds": t_total - t_train, "sections": section_seconds}
-    table = [("task", f"{task_spec} ({task.modes} modes, rewarded mode {best})"),
+    scene.numbers["timing"] = {"train_seconds": t_train, "total_seconds": t_total,
+                               "figures_seconds": t_total - t_train, "sections": section_seconds}
+    page = write_toy_page(out, scene, sections, runs, agents, f"{t_total:.0f} s in all ({t_train:.0f} s training)")
+    log(f"lab page: {page} ({t_total:.0f} s; training {t_train:.0f} s)")
+    return scene.numbers
+
+
+def write_toy_page(out: pathlib.Path, scene: ToyScene, sections: list, runs: dict, agents, took: str):
+    """index.html (with its figures) and lab.json; returns the page's path."""
+    task, best = scene.task, scene.best
+    table = [("task", f"{scene.task_spec} ({task.modes} modes, rewarded mode {best})"),
              *[(LABELS[n], f"{runs[n]['steps']} updates, {_took(runs[n])} -> {runs[n]['run_dir']}") for n in agents],
-             ("time", f"{t_total:.0f} s in all ({t_train:.0f} s training)")]
+             ("time", took)]
     trained_names = ", ".join(LABELS[n] for n in agents)
     intro = ("The ideas of Reversal Q-Learning, measured on networks trained by this project's own runner "
              "(rql.train.train) on a toy offline task with a 2-D action: behaviour actions from a ring of "
@@ -455,6 +553,4 @@ def run_toy_lab(out: pathlib.Path, task_spec: str = "toy:ring", steps: int = 300
              "every figure below is computed from their checkpoints."
              + (f" The state names the rewarded mode; the figures are drawn in the state that rewards mode {best}."
                 if task.context else ""))
-    page = render(out, "rql lab: Reversal Q-Learning, measured", intro, sections, numbers, table)
-    log(f"lab page: {page} ({t_total:.0f} s; training {t_train:.0f} s)")
-    return numbers
+    return render(out, "rql lab: Reversal Q-Learning, measured", intro, sections, scene.numbers, table)
