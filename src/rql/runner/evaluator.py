@@ -1,9 +1,10 @@
 """Evaluation during a run: the evaluation environments of every seed, and the evaluation (with
 its videos) that the phases ask for at evaluation steps.
 
-Seed ``k`` is evaluated on its own environments with the key ``fold_in(PRNGKey(k + 1), step)``,
-episode ``i`` reset with ``k * 100_003 + i``; all seeds share one batched policy call
-(:func:`rql.evaluation.evaluate_group`).
+Seed ``k`` is evaluated with the key ``fold_in(PRNGKey(k + 1), step)``, episode ``i`` reset with
+``k * 100_003 + i``; the episodes of all seeds are scheduled over one pool of environments with
+one batched policy call per step (:class:`rql.evaluation.EnvPool`,
+:func:`rql.evaluation.evaluate_group`), and a seed's results do not depend on the others.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import jax
 
 from rql.errors import RQLError
-from rql.evaluation import evaluate_group, make_group_policy
+from rql.evaluation import EnvPool, evaluate_group, make_group_policy
 from rql.learner import member_state
 from rql.runner.config import RunConfig
 
@@ -32,24 +33,27 @@ def prepare_videos(run: RunConfig) -> None:
         select_gl_backend()  # EGL, else OSMesa
 
 
-def open_eval_envs(run: RunConfig, n_members: int, opened: list) -> list[list]:
-    """Open one list of evaluation environments per seed into ``opened`` (the caller closes them,
-    also when this fails half way: an unknown task fails here, before any data is read). Returns
-    the environments evaluation uses: all of them, or none with ``--eval-episodes 0`` (the first
-    one still serves to check the data against the task)."""
+def open_eval_envs(run: RunConfig, n_members: int, opened: list) -> EnvPool | list:
+    """Open the pool of evaluation environments that every seed shares, its list of environments
+    into ``opened`` (the caller closes them, also when this fails half way). Its first environment
+    is made now (an unknown task fails here, before any data is read; it also serves to check the
+    data against the task), the others when an evaluation first needs them: at most
+    ``--eval-envs``, and no more than the episodes of all seeds. Returns the pool, or none with
+    ``--eval-episodes 0``."""
     if not run.task:
         return []
-    n_envs = max(1, min(run.eval_envs, max(run.eval_episodes, run.final_eval_episodes or 0)))
-    for _ in range(n_members):
-        opened.append(make_eval_envs(run.task, n_envs))
-    return list(opened) if run.eval_episodes > 0 else []
+    episodes = max(run.eval_episodes, run.final_eval_episodes or 0)
+    pool = EnvPool(run.task, max(1, min(run.eval_envs, n_members * episodes)))
+    opened.append(pool.envs)
+    pool.first()
+    return pool if run.eval_episodes > 0 else []
 
 
 class Evaluator:
     """Evaluates every seed of a group at once and records its videos; keeps each seed's
     results in its member's ``evals``."""
 
-    def __init__(self, run: RunConfig, agent, members: list, eval_envs: list[list]):
+    def __init__(self, run: RunConfig, agent, members: list, eval_envs: EnvPool):
         self.run, self.agent, self.members, self.envs = run, agent, members, eval_envs
         self.policy = make_group_policy(agent)
 
