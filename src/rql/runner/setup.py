@@ -32,8 +32,9 @@ class Group:
     members: list[Member] = dataclasses.field(default_factory=list)
     opened_envs: list[list] = dataclasses.field(default_factory=list)
     """Every evaluation environment opened (closed at the end)."""
-    eval_envs: list[list] = dataclasses.field(default_factory=list)
-    """The evaluation environments of each seed (none: no evaluation)."""
+    eval_envs: Any = dataclasses.field(default_factory=list)
+    """The pool of evaluation environments every seed shares (:class:`rql.evaluation.EnvPool`;
+    empty: no evaluation)."""
     dataset: Dataset | None = None
     sharded: Any = None
     """A folder of shards (:class:`rql.data.shards.ShardedData`) or None."""
