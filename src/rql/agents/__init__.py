@@ -10,29 +10,11 @@ alternatives (e.g. ``fql-paper`` for FQL, IFQL and ReBRAC), chosen with ``rql tr
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
 
 from rql.agents import presets
 from rql.agents.base import Agent, AgentConfig, Batch
+from rql.agents.spec import AgentSpec
 from rql.errors import RQLError
-
-
-@dataclasses.dataclass(frozen=True)
-class AgentSpec:
-    name: str
-    description: str
-    config_cls: type
-    make: Callable[[Any, int, int], Agent]
-    env_presets: Callable[[str], dict]
-    network_presets: dict[str, dict]
-    settings: str = "suite"
-    """Name of the settings ``env_presets`` applies (the default of ``--settings``)."""
-    alt_env_presets: dict[str, Callable[[str], dict]] = dataclasses.field(default_factory=dict)
-    """Named alternative settings: ``task -> values`` (called with ``""`` when no task is given)."""
-
-    @property
-    def settings_names(self) -> tuple[str, ...]:
-        return (self.settings, *self.alt_env_presets)
 
 
 def _registry() -> dict[str, AgentSpec]:

@@ -92,7 +92,8 @@ SUITE_MODULES: tuple[str, ...] = ("bam", "cgql", "dsrl", "fawac", "fbrac", "fedi
 
 def suite_spec(name: str, description: str, config_cls: type, make):
     """The registry entry of a suite method: the suite's protocol under ``--task``, ``small`` = 2x256, 2 critics."""
-    from rql.agents import AgentSpec, suite
+    from rql.agents import suite
+    from rql.agents.spec import AgentSpec
 
     return AgentSpec(name, description, config_cls, make, suite.env_preset(name), {"small": SMALL, "reference": {}})
 
@@ -100,7 +101,8 @@ def suite_spec(name: str, description: str, config_cls: type, make):
 def specs() -> list:
     import importlib
 
-    from rql.agents import AgentSpec, fql, ifql, rebrac, suite
+    from rql.agents import fql, ifql, rebrac, suite
+    from rql.agents.spec import AgentSpec
 
     suite_specs = [s for m in SUITE_MODULES for s in importlib.import_module(f"rql.agents.{m}").specs()]
     nets = {"small": SMALL, "reference": {}}
