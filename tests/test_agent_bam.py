@@ -111,3 +111,32 @@ def test_each_network_takes_its_own_loss():
     for term, net in owner.items():
         for other in ("critic", "slow", "fast"):
             assert (norm(g[term][other]) > 0) == (other == net), (term, other)
+
+
+
+def test_adjoint_gradient_finite_when_critics_tie():
+    """Where every critic member gives the same Q (std exactly 0), the adjoint's gradient is finite:
+    the std contributes nothing there, so it equals the gradient with rho = 0 (the ensemble mean).
+    (``jnp.std``'s own gradient is NaN at a tie; one tied sample made every parameter NaN in training.)"""
+    n = 32
+    ks = jax.random.split(jax.random.PRNGKey(4), 3)
+    batch = Batch(
+        observations=jax.random.normal(ks[0], (n, H + 1, OBS)),
+        actions=jax.random.uniform(ks[1], (n, H + 1, ACT), minval=-1, maxval=1),
+        rewards=jax.random.normal(ks[2], (n, H + 1)),
+        terminals=jnp.zeros((n, H + 1)),
+        masks=jnp.ones((n, H + 1)),
+    )
+    state = jax.jit(agent().init)(jax.random.PRNGKey(0))
+    tied = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x[:1], x.shape), state["params"]["critic"])
+    state = {**state, "params": {**state["params"], "critic": tied}}
+
+    def adjoint_grad(rho):
+        terms = agent(rho=rho).extras["loss_terms"]
+        return jax.jit(jax.grad(lambda p: terms(p, state, batch, jax.random.PRNGKey(5))[0]["adjoint"]))(
+            state["params"])["fast"]
+
+    g, g_mean = adjoint_grad(0.5), adjoint_grad(0.0)
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree_util.tree_leaves(g))
+    assert max(float(jnp.max(jnp.abs(x))) for x in jax.tree_util.tree_leaves(g)) > 0
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), g, g_mean)
