@@ -26,8 +26,8 @@ adjoint ``-inv_temp mean_B (mean_E - rho std_E) Q(s_0, x_F) + KL`` with the grad
 targets Polyak (tau) on the critic and the behaviour flow, from the parameters the step started from.
 
 One deliberate difference from the suite's code: in the adjoint objective the ensemble's std has a
-zero gradient where all members give exactly the same Q (``jnp.std``'s gradient is NaN there, which
-turns every parameter NaN through the global-norm clip). With 2 critics such float32 ties at the
+zero gradient where all members give exactly the same Q (``base.pessimistic``; ``jnp.std``'s gradient
+is NaN there, which turns every parameter NaN through the global-norm clip). With 2 critics such float32 ties at the
 SDE's ``x_F`` happen in training (cube-single, small preset, seed 0: at update 450); values are unchanged.
 
 Acting: ``best_of_n`` samples of F Euler steps of ``v`` (``v_b`` alone when ``inv_temp = 0``;
@@ -71,16 +71,6 @@ class BAMConfig(SuiteConfig):
     """Learn a residual velocity added to the behaviour flow's (else the full velocity)."""
     clip_grad_norm: float = 1.0
     """Clip of the global gradient norm before Adam (fixed at 1 in the suite)."""
-
-
-def tie_safe_pessimistic(qs: jax.Array, rho: float) -> jax.Array:
-    """``mean - rho * std`` over axis 0, the values of :func:`pessimistic`, but with a zero gradient
-    of the std where the members tie exactly (there ``sqrt``'s gradient is infinite and the chain
-    rule gives NaN)."""
-    var = qs.var(axis=0)
-    tied = var <= 0.0
-    std = jnp.where(tied, 0.0, jnp.sqrt(jnp.where(tied, 1.0, var)))
-    return qs.mean(axis=0) - rho * std
 
 
 def make(config: BAMConfig, obs_dim: int, action_dim: int) -> Agent:
@@ -195,7 +185,7 @@ def make(config: BAMConfig, obs_dim: int, action_dim: int) -> Agent:
         # Policy: the Q of the SDE's action, through every step, against the path KL.
         ref = state["target_slow"] if c.target_actor else frozen["slow"]
         adj, x = adjoint_terms(params["fast"], ref, s0, k_sde,
-                               lambda o, a: tie_safe_pessimistic(critic(frozen["critic"], o, a), c.rho))
+                               lambda o, a: pessimistic(critic(frozen["critic"], o, a), c.rho))
         terms = {"critic": critic_loss, "flow": flow_loss, **adj}
         stats = {
             "value/q_mean": qs.mean(),

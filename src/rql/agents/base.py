@@ -72,8 +72,15 @@ class SuiteConfig(ActorCriticConfig):
 
 
 def pessimistic(qs: jax.Array, rho: float) -> jax.Array:
-    """``mean - rho * std`` over the ensemble axis (axis 0) of ``qs``."""
-    return qs.mean(axis=0) - rho * qs.std(axis=0)
+    """``mean - rho * std`` over the ensemble axis (axis 0) of ``qs``.
+
+    The values are ``jnp.std``'s, but the std has a zero gradient where all members tie exactly:
+    there ``sqrt``'s gradient is infinite, the chain rule gives NaN, and one tied sample in a batch
+    turns every parameter NaN (seen with 2 critics in training; the suite's code has the same hazard)."""
+    var = qs.var(axis=0)
+    tied = var <= 0.0
+    std = jnp.where(tied, 0.0, jnp.sqrt(jnp.where(tied, 1.0, var)))
+    return qs.mean(axis=0) - rho * std
 
 
 @dataclasses.dataclass(frozen=True)
