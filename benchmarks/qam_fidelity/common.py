@@ -170,6 +170,17 @@ def map_params(suite_tree, ours_tree):
     return jax.tree_util.tree_map_with_path(take, ours_tree)
 
 
+def map_tanh_gaussian(suite_tree, ours_tree):
+    """The suite's ``TanhNormal`` actor (``MLP_0`` trunk, ``OutputDenseMean``, ``OutputDenseLogStd``; with or
+    without its ``params`` level) into :class:`rql.agents.qam.TanhGaussian` (``Dense_0..n-1`` trunk,
+    ``Dense_n`` mean, ``Dense_n+1`` log std)."""
+    src = suite_tree["params"] if "params" in suite_tree else suite_tree
+    trunk = dict(src["MLP_0"])
+    n = len(trunk)
+    return map_params({**trunk, f"Dense_{n}": src["OutputDenseMean"], f"Dense_{n + 1}": src["OutputDenseLogStd"]},
+                      ours_tree)
+
+
 # ----------------------------------------------------------------------------- random draws
 
 _DRAWS = ("normal", "uniform", "randint", "bernoulli", "choice", "truncated_normal", "permutation")
@@ -246,6 +257,16 @@ class Tape:
     def unused(self) -> list[tuple[str, tuple]]:
         """Recorded draws that the replayed side did not take (should be empty)."""
         return [(k[0], k[1]) for k, q in (self._queues or {}).items() for _ in q]
+
+
+def event_last(tape: Tape, event_dim: int) -> None:
+    """Move tensorflow-probability's normal draws, event axis first ``(D, *batch)``, to our layout
+    ``(*batch, D)`` (same values, same order) so the replay finds them. Only for draws whose first axis
+    is ``event_dim`` and last is not."""
+    for i, (name, shape, val) in enumerate(tape.draws):
+        if name == "normal" and len(shape) >= 2 and shape[0] == event_dim and shape[-1] != event_dim:
+            moved = jnp.moveaxis(val, 0, -1)
+            tape.draws[i] = (name, tuple(moved.shape), moved)
 
 
 # ----------------------------------------------------------------------------- comparison

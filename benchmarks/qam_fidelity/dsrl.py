@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
-from fedit import event_last, map_tanh_gaussian, moved  # noqa: E402
+from fedit import moved  # noqa: E402
 
 from rql.agents import dsrl  # noqa: E402
 
@@ -48,7 +48,7 @@ def check(seed: int, best_of_n: int) -> dict:
     def to_ours(tree):
         p = state["params"]
         return {"flow": common.map_params(tree["modules_actor_bc_flow"], p["flow"]),
-                "actor": map_tanh_gaussian(tree["modules_actor"], p["actor"]),
+                "actor": common.map_tanh_gaussian(tree["modules_actor"], p["actor"]),
                 "critic": common.map_params(tree["modules_critic"], p["critic"]),
                 "z_critic": common.map_params(tree["modules_z_critic"], p["z_critic"]),
                 "log_alpha": jnp.asarray(tree["modules_alpha"]["log_value"])}
@@ -65,7 +65,7 @@ def check(seed: int, best_of_n: int) -> dict:
         with tape.record():
             (s_total, info), s_grads = jax.value_and_grad(
                 lambda p: suite.total_loss(suite_batch, p, rng=jax.random.PRNGKey(seed + 1)), has_aux=True)(sp)
-        event_last(tape, D)
+        common.event_last(tape, D)
         with tape.replay():
             (o_total, metrics), o_grads = jax.value_and_grad(
                 lambda p: ours.extras["losses"](p, state, batch, jax.random.PRNGKey(0)), has_aux=True)(params)

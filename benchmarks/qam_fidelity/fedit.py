@@ -9,8 +9,8 @@ BC flow, edit Q, edit entropy and temperature terms, the total, and the gradient
 every trained parameter.
 
 Two pieces this needs beyond ``common``: the suite's edit policy (tensorflow-probability) draws its
-Gaussian noise event-major, ``(D, *batch)``, which :func:`event_last` turns into our ``(*batch, D)``
-before replay; and its output heads have their own names, mapped by :func:`map_tanh_gaussian`.
+Gaussian noise event-major, ``(D, *batch)``, which ``common.event_last`` turns into our ``(*batch, D)``
+before replay; and its output heads have their own names, mapped by ``common.map_tanh_gaussian``.
 """
 
 from __future__ import annotations
@@ -29,24 +29,6 @@ from rql.agents import fedit  # noqa: E402
 OBS, ACT, H, B, E, F = 5, 2, 2, 16, 2, 4
 D = H * ACT
 EDIT_SCALE, DISCOUNT = 0.3, 0.99
-
-
-def event_last(tape: common.Tape, event_dim: int) -> None:
-    """Turn the tensorflow-probability draws (normal, shape ``(D, *batch)``) into ``(*batch, D)``.
-    Only valid when no other draw's first axis has length ``event_dim``."""
-    for i, (name, shape, val) in enumerate(tape.draws):
-        if name == "normal" and len(shape) >= 2 and shape[0] == event_dim:
-            moved = jnp.moveaxis(val, 0, -1)
-            tape.draws[i] = (name, tuple(moved.shape), moved)
-
-
-def map_tanh_gaussian(suite_tree, ours_tree):
-    """The suite's ``TanhNormal`` (``MLP_0`` trunk, ``OutputDenseMean``, ``OutputDenseLogStd``) into
-    :class:`rql.agents.qam.TanhGaussian` (``Dense_0..n-1`` trunk, ``Dense_n`` mean, ``Dense_n+1`` log std)."""
-    trunk = dict(suite_tree["MLP_0"])
-    n = len(trunk)
-    return common.map_params({**trunk, f"Dense_{n}": suite_tree["OutputDenseMean"],
-                              f"Dense_{n + 1}": suite_tree["OutputDenseLogStd"]}, ours_tree)
 
 
 def moved(tree, scale=1.1, shift=0.01):
@@ -71,7 +53,7 @@ def check(seed: int, best_of_n: int) -> dict:
     def to_ours(tree):
         p = state["params"]
         return {"flow": common.map_params(tree["modules_actor_bc_flow"], p["flow"]),
-                "edit": map_tanh_gaussian(tree["modules_edit_actor"], p["edit"]),
+                "edit": common.map_tanh_gaussian(tree["modules_edit_actor"], p["edit"]),
                 "critic": common.map_params(tree["modules_critic"], p["critic"]),
                 "log_alpha": jnp.asarray(tree["modules_alpha"]["log_value"])}
 
@@ -85,7 +67,7 @@ def check(seed: int, best_of_n: int) -> dict:
         with tape.record():
             (s_total, info), s_grads = jax.value_and_grad(
                 lambda p: suite.total_loss(suite_batch, p, rng=jax.random.PRNGKey(seed + 1)), has_aux=True)(sp)
-        event_last(tape, D)
+        common.event_last(tape, D)
         with tape.replay():
             (o_total, metrics), o_grads = jax.value_and_grad(
                 lambda p: ours.extras["losses"](p, state, batch, jax.random.PRNGKey(0)), has_aux=True)(params)

@@ -12,7 +12,7 @@ Rows: plain QAM, best_of_n 3, residual, no target networks in the adjoint (``tar
 ``use_target_grad`` off, ``clip_adj`` off), QAM-E (``edit_scale`` 0.5), QAM-F (``fql_alpha`` 30), and
 QAM and QAM-F with the suite's key and no replay (our key splits are the suite's). Not in
 ``common.py``: the suite's edit policy (TFP) draws its normals in another layout, moved to ours
-before the replay (``tfp_layout_to_ours``), and the edit policy's parameters are mapped by hand.
+before the replay (``common.event_last``), and the edit policy is mapped by ``common.map_tanh_gaussian``.
 
 Compared: every loss term the suite reports, the total, and the gradient of the total w.r.t. every
 trained network; then the actions both sample from the same key.
@@ -57,41 +57,12 @@ def perturbed(tree, key, scale=0.05):
     return treedef.unflatten([x + scale * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys)])
 
 
-def map_edit(suite_tree, ours_tree):
-    """The suite's edit actor (``MLP_0/Dense_k``, ``OutputDenseMean``, ``OutputDenseLogStd``) into our
-    :class:`rql.agents.qam.TanhGaussian` (``Dense_0..k-1`` trunk, ``Dense_k`` mean, ``Dense_k+1`` log std)."""
-    src = suite_tree["params"] if "params" in suite_tree else suite_tree
-    trunk = src["MLP_0"]
-    n = len(trunk)
-    flat = {**{f"Dense_{i}": trunk[f"Dense_{i}"] for i in range(n)},
-            f"Dense_{n}": src["OutputDenseMean"], f"Dense_{n + 1}": src["OutputDenseLogStd"]}
-    dst = ours_tree["params"]
-    assert set(flat) == set(dst), (sorted(flat), sorted(dst))
-    out = {}
-    for name, layer in dst.items():
-        out[name] = {}
-        for leaf, val in layer.items():
-            assert flat[name][leaf].shape == val.shape, (name, leaf)
-            out[name][leaf] = jnp.asarray(flat[name][leaf], val.dtype)
-    return {"params": out}
-
-
-def tfp_layout_to_ours(tape: common.Tape, chunk_dim: int) -> None:
-    """The suite's edit policy (a TFP ``MultivariateNormalDiag``) draws its standard normals with the
-    event axis first, ``(D, *batch)``, and moves it last; ours draws ``(*batch, D)``. Recorded draws
-    in TFP's layout are moved to ours (same values, same order), so the replay finds them."""
-    for i, (name, shape, val) in enumerate(tape.draws):
-        if name == "normal" and shape[0] == chunk_dim and shape[-1] != chunk_dim:
-            moved = jnp.moveaxis(val, 0, -1)
-            tape.draws[i] = (name, tuple(moved.shape), moved)
-
-
 def to_ours(sp, state):
     """Our state with the suite's parameters ``sp`` (its ``network.params``)."""
     params = {k: common.map_params(sp[f"modules_{m}"], state["params"][k])
               for k, m in MODULES.items() if k in state["params"]}
     if "edit" in state["params"]:
-        params["edit"] = map_edit(sp["modules_edit_actor"], state["params"]["edit"])
+        params["edit"] = common.map_tanh_gaussian(sp["modules_edit_actor"], state["params"]["edit"])
         params["log_alpha"] = jnp.asarray(sp["modules_edit_alpha"]["log_value"], jnp.float32)
     return {**state, "params": params,
             "target_base": common.map_params(sp["modules_target_actor_slow"], state["target_base"]),
@@ -124,7 +95,7 @@ def check(seed: int, label: str, replay: bool = True, **fields) -> dict:
         with tape.record():
             (s_total, info), s_grads = jax.value_and_grad(
                 lambda p: suite.total_loss(suite_batch, p, rng=key), has_aux=True)(sp)
-        tfp_layout_to_ours(tape, H * ACT)
+        common.event_last(tape, H * ACT)
         ours_loss = lambda p: ours.extras["losses"](p, state, batch, key)  # noqa: E731
         if replay:
             with tape.replay():
@@ -148,7 +119,7 @@ def check(seed: int, label: str, replay: bool = True, **fields) -> dict:
     with jax.disable_jit():
         with act_tape.record():
             a_suite = np.asarray(suite.sample_actions(obs, key))
-        tfp_layout_to_ours(act_tape, H * ACT)
+        common.event_last(act_tape, H * ACT)
         with act_tape.replay() if replay else contextlib.nullcontext():
             a_ours = np.asarray(ours.act(state, obs, key)).reshape(B, -1)
     row["note"] = f"sampled actions max diff {np.max(np.abs(a_suite - a_ours)):.1e}"
