@@ -285,6 +285,10 @@ class EvalArgs:
     envs: int = 10
     """Environments stepped side by side, one policy call for all (they share one compiled MuJoCo model:
     a few tens of MB each; the time hardly depends on their number)."""
+    env_workers: int | None = None
+    """Processes that step some of the --envs environments while this one steps the others (see
+    'rql train --help', --eval-workers). Default: one fewer than the cores, at most --envs minus one,
+    with 10 episodes or more, else 0."""
     seed: int = 0
     """Seed of the evaluation episodes and policy noise."""
     json: bool = False
@@ -312,6 +316,8 @@ def cmd_eval(argv: list[str]) -> int:
         raise UsageError("--video must not be negative")
     if args.workers <= 0 or args.first_episode < 0:
         raise UsageError("--workers must be positive and --first-episode not negative")
+    if args.env_workers is not None and args.env_workers < 0:
+        raise UsageError("--env-workers must not be negative")
     if args.workers > 1:
         if args.video:
             raise UsageError("--video renders in one process: give it with --workers 1")
@@ -331,14 +337,19 @@ def cmd_eval(argv: list[str]) -> int:
         from rql.video import select_gl_backend
 
         select_gl_backend()  # before the environments import mujoco: EGL, else OSMesa
-    envs = EnvPool(run.task, max(1, min(args.envs, args.episodes)))
+    from rql.runner.evaluator import eval_workers
+
+    size = max(1, min(args.envs, args.episodes))
+    envs = EnvPool(run.task, size, workers=eval_workers(args.env_workers, size, args.episodes))
     from tqdm.auto import tqdm
 
     key = jax.random.PRNGKey(args.seed)  # episode i's noise: from key and i, whichever range runs it
-    with tqdm(total=args.episodes, desc="eval", unit="ep", disable=args.json) as bar:
-        res = evaluate(make_policy(agent), ts["agent"], envs, args.episodes, key,
-                       seed=10_000 + args.seed, progress=bar.update, first_episode=args.first_episode)
-    envs.close()
+    try:
+        with tqdm(total=args.episodes, desc="eval", unit="ep", disable=args.json) as bar:
+            res = evaluate(make_policy(agent), ts["agent"], envs, args.episodes, key,
+                           seed=10_000 + args.seed, progress=bar.update, first_episode=args.first_episode)
+    finally:
+        envs.close()
     res = {"run_dir": args.run_dir, "checkpoint": step, "task": run.task, **res}
     if args.video:
         from rql.video import record_eval_video

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import jax
 import numpy as np
+
+if TYPE_CHECKING:
+    import jax
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -30,25 +32,37 @@ class EnvPool:
     manipulation tasks after the first reuse its compiled MuJoCo model and inverse-kinematics
     controller, each with its own ``MjData`` (see :class:`SharedModelEnv`); others are made
     separately.
+
+    ``workers``: processes (:mod:`rql.env_workers`) that hold and step some of the environments
+    while this process steps the others, started when an evaluation first needs them. Slot ``s`` of
+    an evaluation is stepped by process ``s % (workers + 1)`` (0: this one), so the environments
+    are spread evenly. Only with the default ``make`` (a worker makes its environments from the
+    task name and ``env_kwargs``, the options of ``gymnasium.make``).
     """
 
-    def __init__(self, task: str, size: int, share_model: bool = True, make: Callable | None = None):
+    def __init__(self, task: str, size: int, share_model: bool = True, make: Callable | None = None,
+                 workers: int = 0, env_kwargs: dict | None = None):
         if size < 1:
             raise ValueError("an environment pool holds at least one environment")
+        self.env_kwargs = dict(env_kwargs or {})
         if make is None:
             from rql.data.loading import make_env
 
             def make(task):  # without gymnasium's checker, which compiles a model at once to check spaces
-                return make_env(task, disable_env_checker=True)
+                return make_env(task, disable_env_checker=True, **self.env_kwargs)
+        else:
+            workers = 0  # a worker cannot run a function of this process
         self.task, self.size, self.share_model, self._make = task, size, share_model, make
+        self.processes = 1 + max(0, min(workers, size - 1))
         self.envs: list = []
+        self.workers: list = []  # rql.env_workers.Worker, started when first needed
 
     def first(self):
         """The first environment (made now if needed), e.g. to check data against the task."""
         return self.take(1)[0]
 
     def take(self, n: int) -> list:
-        """The first ``min(n, size)`` environments, making the missing ones."""
+        """The first ``min(n, size)`` environments of this process, making the missing ones."""
         n = max(1, min(n, self.size))
         while len(self.envs) < n:
             template = self.envs[0] if self.envs else None
@@ -66,10 +80,83 @@ class EnvPool:
             self.envs.append(env)
         return self.envs[:n]
 
+    def stepper(self, n: int) -> "_Stepper":
+        """The ``min(n, size)`` slots of one evaluation, over this process and the workers."""
+        n = max(1, min(n, self.size))
+        P = self.processes
+        counts = [len(range(p, n, P)) for p in range(P)]
+        local = self.take(counts[0])
+        if P > 1:
+            from rql.env_workers import Worker
+
+            while len(self.workers) < P - 1:
+                p = len(self.workers) + 1
+                self.workers.append(Worker(self.task, len(range(p, self.size, P)), self.share_model,
+                                           self.env_kwargs))
+            busy = [(w, c) for w, c in zip(self.workers, counts[1:]) if c > w.made]
+            for w, c in busy:
+                w.ask("make", {"count": c})
+            for w, c in busy:
+                w.made = w.answer()[0]["made"]
+        return _Stepper(local, self.workers, n, P)
+
     def close(self) -> None:
+        for w in self.workers:
+            w.close()
+        self.workers = []
         for env in self.envs:
             env.close()
         self.envs = []
+
+
+class _Stepper:
+    """Resets and plays action chunks in the slots of one evaluation: slot ``s`` is environment
+    ``s // P`` of process ``s % P`` (0: ``local``, ``p``: ``workers[p - 1]``). The workers' share
+    is sent first, this process plays its own, then the workers' answers are read."""
+
+    def __init__(self, local: list, workers: list, n: int, P: int):
+        self.local, self.workers, self.n, self.P = local, workers, n, P
+
+    @property
+    def obs_dim(self) -> int:
+        return self.local[0].observation_space.shape[0]
+
+    def _split(self, slots):
+        by = [[] for _ in range(self.P)]
+        for j, s in enumerate(slots):
+            by[s % self.P].append(j)
+        return by
+
+    def reset(self, slots: list[int], seeds: list[int]) -> list:
+        by, out = self._split(slots), [None] * len(slots)
+        for p in range(1, self.P):
+            if by[p]:
+                self.workers[p - 1].ask("reset", {"slots": [slots[j] // self.P for j in by[p]],
+                                                  "seeds": [int(seeds[j]) for j in by[p]]})
+        for j in by[0]:
+            out[j] = self.local[slots[j] // self.P].reset(seed=int(seeds[j]))[0]
+        for p in range(1, self.P):
+            if by[p]:
+                obs = self.workers[p - 1].answer()[1]["obs"]
+                for j, o in zip(by[p], obs):
+                    out[j] = o
+        return out
+
+    def play(self, slots: list[int], chunks: np.ndarray) -> list:
+        from rql.env_workers import _unpack_play, play_chunk
+
+        by, out = self._split(slots), [None] * len(slots)
+        for p in range(1, self.P):
+            if by[p]:
+                self.workers[p - 1].ask("play", {"slots": [slots[j] // self.P for j in by[p]]},
+                                        {"chunks": chunks[by[p]]})
+        for j in by[0]:
+            out[j] = play_chunk(self.local[slots[j] // self.P], chunks[j])
+        for p in range(1, self.P):
+            if by[p]:
+                for j, r in zip(by[p], _unpack_play(self.workers[p - 1].answer()[1])):
+                    out[j] = r
+        return out
 
 
 MODEL_FIELDS_CHANGED_BY_OGBENCH = ("geom_rgba", "mat_rgba", "site_pos", "dof_damping")
@@ -228,6 +315,8 @@ def make_group_policy(agent) -> Callable:
     index and how many chunks it has drawn, not on which other episodes share the call.
     """
 
+    import jax
+
     def row(state, obs, key, episode, chunk):
         key = jax.random.fold_in(jax.random.fold_in(key, episode), chunk)
         return agent.act(state, obs[None], key)[0]
@@ -251,6 +340,8 @@ def evaluate(
 ) -> dict:
     """Run ``episodes`` episodes of one policy over ``envs`` (a list or an :class:`EnvPool`),
     episode ``i`` reset with seed ``seed + i``; see :func:`evaluate_group`."""
+    import jax
+
     states = jax.tree.map(lambda x: jax.numpy.asarray(x)[None], state)
     return evaluate_group(policy, states, envs, episodes, [key], [seed], progress, first_episode=first_episode)[0]
 
@@ -290,6 +381,8 @@ def run_episodes(policy, states, envs, episodes: int, keys: list, seeds: list[in
     its episodes in episode order. ``timings``: a dict that receives the seconds spent making
     environments, resetting, stepping and in policy calls (keys ``make``, ``reset``, ``step``,
     ``policy``; added to what it holds)."""
+    import jax
+
     G = len(seeds)
     total = G * episodes
     if total <= 0:
@@ -297,12 +390,14 @@ def run_episodes(policy, states, envs, episodes: int, keys: list, seeds: list[in
     clock = {k: 0.0 for k in ("make", "reset", "step", "policy")}
     t0 = time.perf_counter()
     if isinstance(envs, EnvPool):
-        envs = envs.take(total)
-    elif envs and isinstance(envs[0], (list, tuple)):
-        envs = [e for group in envs for e in group]
-    envs = list(envs)[:max(total, 1)]
-    n = len(envs)
-    obs_dim = envs[0].observation_space.shape[0]
+        stepper = envs.stepper(total)
+    else:
+        if envs and isinstance(envs[0], (list, tuple)):
+            envs = [e for group in envs for e in group]
+        envs = list(envs)[:total]
+        stepper = _Stepper(envs, [], len(envs), 1)
+    n = stepper.n
+    obs_dim = stepper.obs_dim
     clock["make"] = time.perf_counter() - t0
     # episodes in the order they start: episode 0 of every policy, then episode 1, ...
     todo = [(g, i) for i in range(first_episode, first_episode + episodes) for g in range(G)][::-1]
@@ -312,52 +407,51 @@ def run_episodes(policy, states, envs, episodes: int, keys: list, seeds: list[in
     slot_episode = np.zeros(n, np.int32)
     slot_chunk = np.zeros(n, np.int32)
     active = np.zeros(n, bool)
-    queue: list[list[np.ndarray]] = [[] for _ in range(n)]
     ep_return = np.zeros(n)
     ep_len = np.zeros(n, dtype=np.int64)
     results: list[dict[int, tuple[float, float, int]]] = [{} for _ in range(G)]
 
-    def start(s):
-        if not todo:
-            active[s] = False
-            return
-        g, i = todo.pop()
-        t = time.perf_counter()
-        o, _ = envs[s].reset(seed=seeds[g] + i)
-        clock["reset"] += time.perf_counter() - t
-        obs[s] = o
-        slot_seed[s], slot_episode[s], slot_chunk[s] = g, i, 0
-        active[s] = True
-        queue[s] = []
-        ep_return[s] = 0.0
-        ep_len[s] = 0
+    def start(slots):
+        """The next episodes in these slots (reset together), or the slots stay idle."""
+        go, reset_seeds = [], []
+        for s in slots:
+            active[s] = bool(todo)
+            if todo:
+                g, i = todo.pop()
+                slot_seed[s], slot_episode[s], slot_chunk[s] = g, i, 0
+                ep_return[s], ep_len[s] = 0.0, 0
+                go.append(s)
+                reset_seeds.append(seeds[g] + i)
+        if go:
+            t = time.perf_counter()
+            for s, o in zip(go, stepper.reset(go, reset_seeds)):
+                obs[s] = o
+            clock["reset"] += time.perf_counter() - t
 
-    for s in range(n):
-        start(s)
+    start(range(n))
     while active.any():
-        need = [s for s in range(n) if active[s] and not queue[s]]
-        if need:
-            t = time.perf_counter()
-            chunks = np.asarray(policy(states, slot_seed, obs, key_data, slot_episode, slot_chunk))
-            clock["policy"] += time.perf_counter() - t
-            for s in need:
-                queue[s] = list(np.clip(chunks[s], -1.0, 1.0))
-                slot_chunk[s] += 1
-        for s in range(n):
-            if not active[s]:
-                continue
-            t = time.perf_counter()
-            o, r, terminated, truncated, info = envs[s].step(queue[s].pop(0))
-            clock["step"] += time.perf_counter() - t
+        # every running episode has used up its chunk: one policy call draws the next for all
+        t = time.perf_counter()
+        chunks = np.clip(np.asarray(policy(states, slot_seed, obs, key_data, slot_episode, slot_chunk)), -1.0, 1.0)
+        clock["policy"] += time.perf_counter() - t
+        running = [s for s in range(n) if active[s]]
+        slot_chunk[running] += 1
+        t = time.perf_counter()
+        played = stepper.play(running, chunks[running])
+        clock["step"] += time.perf_counter() - t
+        ended = []
+        for s, (o, rewards, done, success) in zip(running, played):
             obs[s] = o
-            ep_return[s] += float(r)
-            ep_len[s] += 1
-            if terminated or truncated:
+            for r in rewards:
+                ep_return[s] += r
+            ep_len[s] += len(rewards)
+            if done:
                 g, i = int(slot_seed[s]), int(slot_episode[s])
-                results[g][i] = (float(info.get("success", 0.0)), float(ep_return[s]), int(ep_len[s]))
+                results[g][i] = (success, float(ep_return[s]), int(ep_len[s]))
                 if progress is not None:
                     progress(1)
-                start(s)
+                ended.append(s)
+        start(ended)
     if timings is not None:
         for k, v in clock.items():
             timings[k] = timings.get(k, 0.0) + v
@@ -411,7 +505,7 @@ def evaluate_in_processes(run_dir, episodes: int, workers: int, seed: int = 0, c
     procs = []
     for n, start in zip(sizes, starts):
         cmd = [sys.executable, "-m", "rql.cli", "eval", str(run_dir), "--episodes", str(n), "--seed", str(seed),
-               "--envs", str(max(1, min(envs, n))), "--first-episode", str(start), "--json"]
+               "--envs", str(max(1, min(envs, n))), "--env-workers", "0", "--first-episode", str(start), "--json"]
         cmd += ["--checkpoint", str(checkpoint)] if checkpoint is not None else []
         procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
     done = [proc.communicate() for proc in procs]

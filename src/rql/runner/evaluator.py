@@ -9,6 +9,8 @@ one batched policy call per step (:class:`rql.evaluation.EnvPool`,
 
 from __future__ import annotations
 
+import os
+
 import jax
 
 from rql.errors import RQLError
@@ -34,8 +36,8 @@ def prepare_videos(run: RunConfig) -> None:
 
 
 def open_eval_envs(run: RunConfig, n_members: int, opened: list) -> EnvPool | list:
-    """Open the pool of evaluation environments that every seed shares, its list of environments
-    into ``opened`` (the caller closes them, also when this fails half way). Its first environment
+    """Open the pool of evaluation environments that every seed shares, into ``opened`` (the
+    caller closes it, also when this fails half way). Its first environment
     is made now (an unknown task fails here, before any data is read; it also serves to check the
     data against the task), the others when an evaluation first needs them: at most
     ``--eval-envs``, and no more than the episodes of all seeds. Returns the pool, or none with
@@ -43,10 +45,31 @@ def open_eval_envs(run: RunConfig, n_members: int, opened: list) -> EnvPool | li
     if not run.task:
         return []
     episodes = max(run.eval_episodes, run.final_eval_episodes or 0)
-    pool = EnvPool(run.task, max(1, min(run.eval_envs, n_members * episodes)))
-    opened.append(pool.envs)
+    size = max(1, min(run.eval_envs, n_members * episodes))
+    pool = EnvPool(run.task, size, workers=eval_workers(run.eval_workers, size, n_members * episodes))
+    opened.append(pool)
     pool.first()
     return pool if run.eval_episodes > 0 else []
+
+
+AUTO_WORKERS_MIN_EPISODES = 10
+"""The fewest episodes (all seeds) of an evaluation for which worker processes are started by
+default: starting one takes about 3 s, the time of about 1,500 environment steps."""
+
+
+def eval_workers(asked: int | None, pool_size: int, episodes: int) -> int:
+    """Worker processes of an evaluation pool (:class:`rql.evaluation.EnvPool`): ``asked``, else
+    one fewer than the cores this process may use, at most ``pool_size - 1``, when an evaluation
+    has at least :data:`AUTO_WORKERS_MIN_EPISODES` episodes."""
+    if asked is not None:
+        return asked
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    if episodes < AUTO_WORKERS_MIN_EPISODES:
+        return 0
+    return max(0, min(cores - 1, pool_size - 1))
 
 
 class Evaluator:

@@ -30,8 +30,8 @@ class Group:
     run_dirs: list[pathlib.Path]
     group_dir: pathlib.Path | None
     members: list[Member] = dataclasses.field(default_factory=list)
-    opened_envs: list[list] = dataclasses.field(default_factory=list)
-    """Every evaluation environment opened (closed at the end)."""
+    opened_envs: list = dataclasses.field(default_factory=list)
+    """Every pool of evaluation environments opened (closed at the end, its worker processes too)."""
     eval_envs: Any = dataclasses.field(default_factory=list)
     """The pool of evaluation environments every seed shares (:class:`rql.evaluation.EnvPool`;
     empty: no evaluation)."""
@@ -59,9 +59,8 @@ class Group:
     def close(self) -> None:
         if self.sharded is not None:
             self.sharded.close()
-        for envs in self.opened_envs:
-            for e in envs:
-                e.close()
+        for pool in self.opened_envs:
+            pool.close()
         for m in self.members:
             m.close()
 
@@ -99,7 +98,7 @@ def set_up(g: Group, agent_cfg, dataset: Dataset | None = None) -> None:
         write_group_file(g.group_dir, g.seeds, g.run_dirs, g.agent_name)
     prepare_videos(run)
     g.eval_envs = open_eval_envs(run, len(g.members), g.opened_envs)
-    task_env = g.opened_envs[0][0] if g.opened_envs else None
+    task_env = g.opened_envs[0].first() if g.opened_envs else None
     g.dataset, g.sharded = load_data(run, agent_cfg, task_env, dataset)
     g.online_capacity = online_capacity(run, g.dataset, g.sharded)
     g.agent = make_agent(g.agent_name, agent_cfg, g.dataset.obs_dim, g.dataset.action_dim)

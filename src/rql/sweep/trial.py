@@ -177,7 +177,9 @@ def run_trial(spec: dict) -> dict:
         cfg = agent_config(spec["agent"], spec["task"], spec["preset"], spec["overrides"])
         from rql.train import RunConfig
 
-        run = RunConfig(task=spec["task"], preset=spec["preset"], progress=False, **spec["run"])
+        # trials run side by side, each on its reserved CPUs: evaluation workers only where it has several
+        opts = {"eval_workers": max(0, int(spec["cpus"] or 1) - 1), **spec["run"]}
+        run = RunConfig(task=spec["task"], preset=spec["preset"], progress=False, **opts)
         run = dataclasses.replace(run, steps=int(spec["steps"]))
         monitor = _Monitor(progress, spec["trial"], runs, spec["label"])
         monitor.start()
