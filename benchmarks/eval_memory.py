@@ -45,7 +45,13 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def speed(task: str, seeds: int, episodes: int, envs: int, ref_episodes: int) -> dict:
+def _proc_rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(ln.split()[1]) / 1024 for ln in f if ln.startswith("VmRSS"))
+
+
+def speed(task: str, seeds: int, episodes: int, envs: int, ref_episodes: int, workers: int = 0,
+          preset: str = "small") -> dict:
     import warnings
 
     warnings.filterwarnings("ignore")
@@ -60,15 +66,16 @@ def speed(task: str, seeds: int, episodes: int, envs: int, ref_episodes: int) ->
     probe = make_env(task)
     obs_dim, act_dim = probe.observation_space.shape[0], probe.action_space.shape[0]
     probe.close()
-    agent = make_agent("rql", build_config("rql", task, "small"), obs_dim, act_dim)
+    agent = make_agent("rql", build_config("rql", task, preset), obs_dim, act_dim)
     states = init_group_state(agent, list(range(seeds)))["agent"]
     policy = make_group_policy(agent)
     keys = [jax.random.fold_in(jax.random.PRNGKey(s + 1), 0) for s in range(seeds)]
-    out: dict = {"task": task, "seeds": seeds, "episodes_per_seed": episodes, "pool": envs}
+    out: dict = {"task": task, "seeds": seeds, "episodes_per_seed": episodes, "pool": envs, "workers": workers,
+                 "preset": preset, "cores": len(os.sched_getaffinity(0))}
 
-    pool = EnvPool(task, envs)
+    pool = EnvPool(task, envs, workers=workers)
     w0, c0, r0 = time.perf_counter(), _cpu(), _rss_mb()
-    pool.take(envs)  # made once per run, not per evaluation
+    pool.stepper(envs)  # made (workers started) once per run, not per evaluation
     out["pool_made"] = {"wall_s": time.perf_counter() - w0, "cpu_s": _cpu() - c0, "rss_added_mb": _rss_mb() - r0}
     n = min(envs, seeds * episodes)
     jax.block_until_ready(policy(states, np.zeros(n, np.int32), np.zeros((n, obs_dim), np.float32),
@@ -78,10 +85,12 @@ def speed(task: str, seeds: int, episodes: int, envs: int, ref_episodes: int) ->
     res = evaluate_group(policy, states, pool, episodes, keys, [s * 100_003 for s in range(seeds)],
                          timings=timings)
     wall, cpu = time.perf_counter() - w0, _cpu() - c0
+    worker_rss = [_proc_rss_mb(w.proc.pid) for w in pool.workers]
     pool.close()
     steps = sum(r["length"] * r["episodes"] for r in res)
     out["ours"] = {"wall_s": wall, "cpu_s": cpu, "env_steps": steps, "split_s": timings,
-                   "wall_ms_per_step": 1e3 * wall / steps, "cpu_ms_per_step": 1e3 * cpu / steps}
+                   "wall_ms_per_step": 1e3 * wall / steps, "cpu_ms_per_step": 1e3 * cpu / steps,
+                   "main_rss_mb": _rss_mb(), "worker_rss_mb": worker_rss}
 
     # --- the reference's loop, re-enacted with our policy (one environment, one call per step)
     env = make_env(task)
@@ -141,6 +150,14 @@ _CHILD = r"""
 import json, resource, sys, time
 import rql.evaluation as ev
 spent = [0.0, 0]
+if hasattr(ev.EnvPool, "stepper"):  # how many worker processes the run's pool started
+    ev.LAST_WORKERS = [0]
+    _stepper = ev.EnvPool.stepper
+    def stepper(self, n):
+        out = _stepper(self, n)
+        ev.LAST_WORKERS[0] = max(ev.LAST_WORKERS[0], len(self.workers))
+        return out
+    ev.EnvPool.stepper = stepper
 for name in ("evaluate_group", "evaluate"):
     f = getattr(ev, name)
     def timed(*a, _f=f, **k):
@@ -155,8 +172,12 @@ from rql.cli import main
 t = time.perf_counter()
 rc = main(sys.argv[1:])
 import rql
+main_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+child_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest worker's
+workers = ev.LAST_WORKERS[0] if hasattr(ev, "LAST_WORKERS") else 0
 print("RESULT " + json.dumps({"rc": rc, "wall_s": time.perf_counter() - t, "eval_s": spent[0], "rql": rql.__file__,
-      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+      "peak_rss_mb": main_peak, "workers": workers, "worker_peak_rss_mb": child_peak if workers else 0.0,
+      "total_peak_rss_mb": main_peak + workers * child_peak}))
 """
 
 
@@ -195,6 +216,8 @@ def main() -> None:
     sp.add_argument("--envs", type=int, default=10)
     sp.add_argument("--ref-episodes", type=int, default=None, help="episodes of the re-enacted reference loop "
                     "(default: --episodes; its time is per episode, multiplied to all seeds' episodes)")
+    sp.add_argument("--workers", type=int, default=0, help="worker processes of the pool (--eval-workers)")
+    sp.add_argument("--preset", default="small", help="network sizes of the policy: small or reference")
     sp.add_argument("--out", default=None)
     mp = sub.add_parser("memory")
     mp.add_argument("--before", default=None, help="the src folder of the 'before' tree")
@@ -209,8 +232,10 @@ def main() -> None:
     args = ap.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.cmd == "speed":
-        res = speed(args.task, args.seeds, args.episodes, args.envs, args.ref_episodes or args.episodes)
-        out = pathlib.Path(args.out or RESULTS / f"eval_speed_{args.task.split('-')[0]}_{args.seeds}seeds.json")
+        res = speed(args.task, args.seeds, args.episodes, args.envs, args.ref_episodes or args.episodes, args.workers,
+                    args.preset)
+        out = pathlib.Path(args.out or RESULTS / f"eval_speed_{args.task.split('-')[0]}_{args.seeds}seeds"
+                           f"_{args.workers}workers_{args.preset}.json")
     else:
         work = pathlib.Path(args.work)
         work.mkdir(parents=True, exist_ok=True)
