@@ -3,7 +3,7 @@
 speed: one process evaluates N seeds (``small`` preset, initial parameters: every episode runs to
 the time limit, as an untrained policy's do) over one pool of environments, with the time split
 into making environments, resets, stepping and policy calls; then the reference implementation's
-evaluation loop re-enacted with the same policy (its own dependencies are not installed here): one
+evaluation loop re-enacted with the same policies and resets (``eval_reference.py`` runs its own code): one
 environment, a fresh key split and one policy call per step (its action-chunking wrapper uses the
 chunk only when its queue is empty), its episode monitor's info filtering and its per-step
 trajectory record. The reference evaluates seeds one after the other, so its time for N seeds is
@@ -93,18 +93,21 @@ def speed(task: str, seeds: int, episodes: int, envs: int, ref_episodes: int, wo
                    "main_rss_mb": _rss_mb(), "worker_rss_mb": worker_rss}
 
     # --- the reference's loop, re-enacted with our policy (one environment, one call per step)
+    # episode j: seed j % N's policy from the reset of its episode j // N in our evaluation above (the
+    # cost of a step depends on the policy and the scene: the same ones for both loops)
     env = make_env(task)
-    state = jax.tree.map(lambda x: x[0], states)
+    members = [jax.tree.map(lambda x, g=g: x[g], states) for g in range(seeds)]
     act = jax.jit(agent.act)
     rng = jax.random.PRNGKey(0)
-    jax.block_until_ready(act(state, np.zeros((1, obs_dim), np.float32), rng))  # compiled
+    jax.block_until_ready(act(members[0], np.zeros((1, obs_dim), np.float32), rng))  # compiled
     filters = [".*privileged.*", ".*proprio.*"]
     split = defaultdict(float)
     ref_steps = 0
     w0, c0 = time.perf_counter(), _cpu()
     for i in range(ref_episodes):
         t = time.perf_counter()
-        ob, info = env.reset()
+        state = members[i % seeds]
+        ob, info = env.reset(seed=(i % seeds) * 100_003 + i // seeds)
         split["reset"] += time.perf_counter() - t
         queue: list = []
         traj = defaultdict(list)

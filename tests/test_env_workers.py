@@ -87,6 +87,17 @@ def test_slots_in_workers_step_exactly_as_in_this_process():
         there.close()
 
 
+def test_only_the_workers_an_evaluation_needs_are_started():
+    pool = EnvPool(CUBE, 6, workers=3, env_kwargs=SHORT)
+    try:
+        pool.stepper(1)
+        assert pool.workers == [] and len(pool.envs) == 1
+        pool.stepper(2)
+        assert len(pool.workers) == 1 and pool.workers[0].made == 1
+    finally:
+        pool.close()
+
+
 def test_a_worker_ignores_ctrl_c_and_its_death_is_one_clear_error(agent_and_states):
     agent, states = agent_and_states
     one = jax.tree.map(lambda x: x[:1], states)

@@ -105,7 +105,7 @@ def _run_config(args: DemoArgs, data_path: pathlib.Path, run_dir: pathlib.Path, 
     return RunConfig(task=args.task, dataset_path=str(data_path), preset="small", run_dir=str(run_dir),
                      steps=args.steps, eval_every=args.eval_every, eval_episodes=args.eval_episodes,
                      final_eval_episodes=final_episodes, eval_envs=EVAL_ENVS, log_every=min(1000, args.eval_every),
-                     seed=args.seed)
+                     seed=args.seed, eval_workers=0)  # RQL and flow BC already share the cores
 
 
 def _start_baseline(args: DemoArgs, data_path: pathlib.Path, run_dir: pathlib.Path, log):

@@ -86,14 +86,14 @@ class EnvPool:
         P = self.processes
         counts = [len(range(p, n, P)) for p in range(P)]
         local = self.take(counts[0])
-        if P > 1:
+        if n > 1 and P > 1:
             from rql.env_workers import Worker
 
-            while len(self.workers) < P - 1:
+            while len(self.workers) < min(n, P) - 1:  # only those with slots in this evaluation
                 p = len(self.workers) + 1
                 self.workers.append(Worker(self.task, len(range(p, self.size, P)), self.share_model,
                                            self.env_kwargs))
-            busy = [(w, c) for w, c in zip(self.workers, counts[1:]) if c > w.made]
+            busy = [(w, c) for w, c in zip(self.workers, counts[1:]) if c > w.made]  # zip: started ones
             for w, c in busy:
                 w.ask("make", {"count": c})
             for w, c in busy:
