@@ -93,6 +93,9 @@ def speed(task: str, seeds: int, episodes: int, envs: int, ref_episodes: int, wo
                    "main_rss_mb": _rss_mb(), "worker_rss_mb": worker_rss}
 
     # --- the reference's loop, re-enacted with our policy (one environment, one call per step)
+    if ref_episodes <= 0:
+        out["load_average"] = os.getloadavg()
+        return out
     # episode j: seed j % N's policy from the reset of its episode j // N in our evaluation above (the
     # cost of a step depends on the policy and the scene: the same ones for both loops)
     env = make_env(task)

@@ -170,3 +170,55 @@ def test_the_default_number_of_workers(monkeypatch):
     assert eval_workers(2, 10, 1) == 2  # asked for
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
     assert eval_workers(None, 10, 50) == 0
+
+
+def _worker_children() -> list[int]:
+    """This process's running children that are evaluation workers."""
+    me, found = os.getpid(), []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        if int(fields[1]) == me and fields[0] != "Z" and b"rql.env_workers" in cmd:
+            found.append(int(d))
+    return found
+
+
+def test_a_run_with_an_evaluation_worker_evaluates_as_without_and_leaves_none(tiny_ogbench, tmp_path):
+    from conftest import TASK
+    from rql.train import RunConfig, train
+
+    cfg = build_config("rql", TASK, None, dict(actor_hidden_dims=(16, 16), value_hidden_dims=(16, 16), ensemble=2,
+                                              batch_size=16, horizon=5, flow_steps=2))
+    run = RunConfig(task=TASK, dataset_path=str(tiny_ogbench), steps=20, eval_every=0, eval_episodes=3,
+                    eval_envs=2, log_every=10, progress=False, tensorboard=False)
+    seen = []
+    import rql.evaluation as ev
+
+    stepper = ev.EnvPool.stepper
+
+    def spy(self, n):
+        out = stepper(self, n)
+        seen.append((len(self.workers), _worker_children()))
+        return out
+
+    ev.EnvPool.stepper = spy
+    try:
+        import dataclasses
+
+        one = train(dataclasses.replace(run, eval_workers=1, run_dir=str(tmp_path / "w1")), "rql", cfg,
+                    log=lambda *a: None)
+        none = train(dataclasses.replace(run, eval_workers=0, run_dir=str(tmp_path / "w0")), "rql", cfg,
+                     log=lambda *a: None)
+    finally:
+        ev.EnvPool.stepper = stepper
+    assert seen[0][0] == 1 and len(seen[0][1]) == 1  # the first run's evaluation had its worker
+    assert seen[-1] == (0, [])
+    assert _worker_children() == []  # closed with the run
+    assert one["final_eval"] == none["final_eval"] and one["final_eval"]["episodes"] == 3
