@@ -57,9 +57,9 @@ class RunConfig:
     number (stepping dominates)."""
     eval_workers: int | None = None
     """Processes that step some of the evaluation environments while this one steps the others
-    (stepping is single-threaded: about 1.6x faster evaluation with one on 2 cores; each costs about
-    450 MB and 3 s to start, once per run). Default: one fewer than the cores, at most --eval-envs
-    minus one, when an evaluation has at least 10 episodes (all seeds), else 0."""
+    (stepping is single-threaded: one made evaluation 1.3-1.8x faster on 2 cores; each holds about
+    420 MB, 600 MB at its peak, and takes 3-4 s to start, once per run). Default: one fewer than the
+    cores, at most --eval-envs minus one, when an evaluation has at least 10 episodes (all seeds), else 0."""
     video_episodes: int = 0
     """Also render N episodes at every evaluation to <run_dir>/videos/step_<S>.mp4 and TensorBoard (slow on a
     CPU: about 1-2 minutes per 4 cube episodes)."""
