@@ -156,6 +156,17 @@ _CHILD = r"""
 import json, resource, sys, time
 import rql.evaluation as ev
 spent = [0.0, 0]
+WORKER_PEAKS = []  # each worker's peak resident memory (VmHWM), read just before it is closed
+try:
+    import rql.env_workers as ew
+    _close = ew.Worker.close
+    def close(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            WORKER_PEAKS.append(next(int(ln.split()[1]) / 1024 for ln in f if ln.startswith("VmHWM")))
+        _close(self)
+    ew.Worker.close = close
+except ImportError:  # a tree without workers
+    pass
 if hasattr(ev.EnvPool, "stepper"):  # how many worker processes the run's pool started
     ev.LAST_WORKERS = [0]
     _stepper = ev.EnvPool.stepper
@@ -179,11 +190,10 @@ t = time.perf_counter()
 rc = main(sys.argv[1:])
 import rql
 main_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-child_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest worker's
 workers = ev.LAST_WORKERS[0] if hasattr(ev, "LAST_WORKERS") else 0
 print("RESULT " + json.dumps({"rc": rc, "wall_s": time.perf_counter() - t, "eval_s": spent[0], "rql": rql.__file__,
-      "peak_rss_mb": main_peak, "workers": workers, "worker_peak_rss_mb": child_peak if workers else 0.0,
-      "total_peak_rss_mb": main_peak + workers * child_peak}))
+      "peak_rss_mb": main_peak, "workers": workers, "worker_peak_rss_mb": WORKER_PEAKS,
+      "total_peak_rss_mb": main_peak + sum(WORKER_PEAKS)}))
 """
 
 
