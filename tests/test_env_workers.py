@@ -98,6 +98,20 @@ def test_only_the_workers_an_evaluation_needs_are_started():
         pool.close()
 
 
+def test_workers_prepared_ahead_make_their_environments_meanwhile():
+    pool = EnvPool(CUBE, 4, workers=1, env_kwargs=SHORT)
+    try:
+        pool.prepare(4)  # returns at once: the worker starts and makes its environments meanwhile
+        (w,) = pool.workers
+        assert (w.asked, w.made) == (2, 0)
+        pool.prepare(4)  # asked once
+        assert w.asked == 2
+        stepper = pool.stepper(4)
+        assert (w.asked, w.made) == (2, 2) and len(pool.envs) == 2 and stepper.P == 2
+    finally:
+        pool.close()
+
+
 def test_a_worker_ignores_ctrl_c_and_its_death_is_one_clear_error(agent_and_states):
     agent, states = agent_and_states
     one = jax.tree.map(lambda x: x[:1], states)

@@ -341,6 +341,7 @@ def cmd_eval(argv: list[str]) -> int:
 
     size = max(1, min(args.envs, args.episodes))
     envs = EnvPool(run.task, size, workers=eval_workers(args.env_workers, size, args.episodes))
+    envs.prepare(size)  # the workers start while this process makes its environments and compiles the policy
     from tqdm.auto import tqdm
 
     key = jax.random.PRNGKey(args.seed)  # episode i's noise: from key and i, whichever range runs it

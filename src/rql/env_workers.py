@@ -173,7 +173,8 @@ class Worker:
         except OSError as e:
             raise RQLError(f"could not start an evaluation worker process ({e}); give --eval-workers 0") from None
         self.init = {"task": task, "size": size, "share_model": share_model, "env_kwargs": env_kwargs}
-        self.made = 0
+        self.made = 0  # environments it holds
+        self.asked = 0  # environments asked for (answered when an evaluation first needs them)
 
     def ask(self, cmd: str, header: dict | None = None, arrays: dict | None = None) -> None:
         try:

@@ -80,12 +80,11 @@ class EnvPool:
             self.envs.append(env)
         return self.envs[:n]
 
-    def stepper(self, n: int) -> "_Stepper":
-        """The ``min(n, size)`` slots of one evaluation, over this process and the workers."""
+    def prepare(self, n: int) -> None:
+        """Start the workers that an evaluation of ``n`` slots needs and have them make their
+        environments, without waiting: they start (3-4 s) while this process goes on."""
         n = max(1, min(n, self.size))
         P = self.processes
-        counts = [len(range(p, n, P)) for p in range(P)]
-        local = self.take(counts[0])
         if n > 1 and P > 1:
             from rql.env_workers import Worker
 
@@ -93,11 +92,23 @@ class EnvPool:
                 p = len(self.workers) + 1
                 self.workers.append(Worker(self.task, len(range(p, self.size, P)), self.share_model,
                                            self.env_kwargs))
-            busy = [(w, c) for w, c in zip(self.workers, counts[1:]) if c > w.made]  # zip: started ones
-            for w, c in busy:
-                w.ask("make", {"count": c})
-            for w, c in busy:
-                w.made = w.answer()[0]["made"]
+            for w, c in zip(self.workers, [len(range(p, n, P)) for p in range(1, P)]):
+                if c > max(w.made, w.asked):
+                    w.ask("make", {"count": c})
+                    w.asked = c
+
+    def stepper(self, n: int) -> "_Stepper":
+        """The ``min(n, size)`` slots of one evaluation, over this process and the workers."""
+        n = max(1, min(n, self.size))
+        P = self.processes
+        self.prepare(n)
+        local = self.take(len(range(0, n, P)))
+        for w in self.workers:
+            if w.asked > w.made:
+                try:
+                    w.made = w.answer()[0]["made"]
+                finally:
+                    w.asked = w.made  # answered (or failed): nothing pending
         return _Stepper(local, self.workers, n, P)
 
     def close(self) -> None:

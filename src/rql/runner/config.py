@@ -58,7 +58,7 @@ class RunConfig:
     eval_workers: int | None = None
     """Processes that step some of the evaluation environments while this one steps the others
     (stepping is single-threaded: one made evaluation 1.3-1.8x faster on 2 cores; each holds about
-    420 MB, 600 MB at its peak, and takes 3-4 s to start, once per run). Default: one fewer than the
+    420 MB, 600 MB at its peak, and starts in 3-4 s while the run sets up). Default: one fewer than the
     cores, at most --eval-envs minus one, when an evaluation has at least 10 episodes (all seeds), else 0."""
     video_episodes: int = 0
     """Also render N episodes at every evaluation to <run_dir>/videos/step_<S>.mp4 and TensorBoard (slow on a

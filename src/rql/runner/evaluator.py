@@ -49,7 +49,10 @@ def open_eval_envs(run: RunConfig, n_members: int, opened: list) -> EnvPool | li
     pool = EnvPool(run.task, size, workers=eval_workers(run.eval_workers, size, n_members * episodes))
     opened.append(pool)
     pool.first()
-    return pool if run.eval_episodes > 0 else []
+    if run.eval_episodes <= 0:
+        return []
+    pool.prepare(size)  # the workers start while the data is read and the first block trains
+    return pool
 
 
 AUTO_WORKERS_MIN_EPISODES = 10
