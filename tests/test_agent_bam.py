@@ -80,20 +80,23 @@ def test_gradient_flows_through_every_sde_step():
     np.testing.assert_allclose(grad, -2.0 * np.asarray(W) + 2 * weight * (b_fast - b_ref), rtol=1e-4, atol=1e-5)
 
 
-def test_each_network_takes_its_own_loss():
-    """Flow matching trains the behaviour flow only, the adjoint objective the policy only, the TD
-    error the critic only."""
-    ag = agent()
-    state = jax.jit(ag.init)(jax.random.PRNGKey(0))
+def _random_batch(n: int = 32) -> Batch:
     ks = jax.random.split(jax.random.PRNGKey(4), 3)
-    n = 32
-    batch = Batch(
+    return Batch(
         observations=jax.random.normal(ks[0], (n, H + 1, OBS)),
         actions=jax.random.uniform(ks[1], (n, H + 1, ACT), minval=-1, maxval=1),
         rewards=jax.random.normal(ks[2], (n, H + 1)),
         terminals=jnp.zeros((n, H + 1)),
         masks=jnp.ones((n, H + 1)),
     )
+
+
+def test_each_network_takes_its_own_loss():
+    """Flow matching trains the behaviour flow only, the adjoint objective the policy only, the TD
+    error the critic only."""
+    ag = agent()
+    state = jax.jit(ag.init)(jax.random.PRNGKey(0))
+    batch = _random_batch()
 
     @jax.jit
     def grads(params):
@@ -118,15 +121,7 @@ def test_adjoint_gradient_finite_when_critics_tie():
     """Where every critic member gives the same Q (std exactly 0), the adjoint's gradient is finite:
     the std contributes nothing there, so it equals the gradient with rho = 0 (the ensemble mean).
     (``jnp.std``'s own gradient is NaN at a tie; one tied sample made every parameter NaN in training.)"""
-    n = 32
-    ks = jax.random.split(jax.random.PRNGKey(4), 3)
-    batch = Batch(
-        observations=jax.random.normal(ks[0], (n, H + 1, OBS)),
-        actions=jax.random.uniform(ks[1], (n, H + 1, ACT), minval=-1, maxval=1),
-        rewards=jax.random.normal(ks[2], (n, H + 1)),
-        terminals=jnp.zeros((n, H + 1)),
-        masks=jnp.ones((n, H + 1)),
-    )
+    batch = _random_batch()
     state = jax.jit(agent().init)(jax.random.PRNGKey(0))
     tied = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x[:1], x.shape), state["params"]["critic"])
     state = {**state, "params": {**state["params"], "critic": tied}}

@@ -178,7 +178,8 @@ class Worker:
 
     def ask(self, cmd: str, header: dict | None = None, arrays: dict | None = None) -> None:
         try:
-            send(self.proc.stdin, {"cmd": cmd, **self.init, **(header or {})}, arrays)
+            init = self.init if cmd == "make" else {}  # what to make, only with the request to make it
+            send(self.proc.stdin, {"cmd": cmd, **init, **(header or {})}, arrays)
         except (BrokenPipeError, OSError):
             self._failed()
 
