@@ -132,7 +132,7 @@ def worker_main() -> None:
                 if pool is None or pool.task != header["task"]:
                     kwargs = {"disable_env_checker": True, **header.get("env_kwargs", {})}
                     pool = EnvPool(header["task"], header["size"], header["share_model"],
-                                   make=partial(make_env, **kwargs))
+                                   make=partial(make_env, **kwargs), lean=bool(header.get("lean", True)))
                 t = time.perf_counter()
                 pool.take(header["count"])
                 release_free_memory()
@@ -161,7 +161,7 @@ class Worker:
     """One worker process, started at once; :meth:`ask` and :meth:`answer` are one request split
     so that several workers (and the main process) work at the same time."""
 
-    def __init__(self, task: str, size: int, share_model: bool, env_kwargs: dict):
+    def __init__(self, task: str, size: int, share_model: bool, env_kwargs: dict, lean: bool = True):
         from rql.errors import RQLError
 
         self.log = tempfile.TemporaryFile(mode="w+b")
@@ -172,7 +172,8 @@ class Worker:
                                          stdout=subprocess.PIPE, stderr=self.log, env=env)
         except OSError as e:
             raise RQLError(f"could not start an evaluation worker process ({e}); give --eval-workers 0") from None
-        self.init = {"task": task, "size": size, "share_model": share_model, "env_kwargs": env_kwargs}
+        self.init = {"task": task, "size": size, "share_model": share_model, "env_kwargs": env_kwargs,
+                     "lean": lean}
         self.made = 0  # environments it holds
         self.asked = 0  # environments asked for (answered when an evaluation first needs them)
 
