@@ -51,7 +51,7 @@ def _proc_rss_mb(pid: int) -> float:
 
 
 def speed(task: str, seeds: int, episodes: int, envs: int, ref_episodes: int, workers: int = 0,
-          preset: str = "small") -> dict:
+          preset: str = "small", lean: bool = True) -> dict:
     import warnings
 
     warnings.filterwarnings("ignore")
@@ -71,9 +71,9 @@ def speed(task: str, seeds: int, episodes: int, envs: int, ref_episodes: int, wo
     policy = make_group_policy(agent)
     keys = [jax.random.fold_in(jax.random.PRNGKey(s + 1), 0) for s in range(seeds)]
     out: dict = {"task": task, "seeds": seeds, "episodes_per_seed": episodes, "pool": envs, "workers": workers,
-                 "preset": preset, "cores": len(os.sched_getaffinity(0))}
+                 "preset": preset, "lean": lean, "cores": len(os.sched_getaffinity(0))}
 
-    pool = EnvPool(task, envs, workers=workers)
+    pool = EnvPool(task, envs, workers=workers, lean=lean)
     w0, c0, r0 = time.perf_counter(), _cpu(), _rss_mb()
     pool.stepper(envs)  # made (workers started) once per run, not per evaluation
     out["pool_made"] = {"wall_s": time.perf_counter() - w0, "cpu_s": _cpu() - c0, "rss_added_mb": _rss_mb() - r0}
@@ -234,6 +234,7 @@ def main() -> None:
                     "(default: --episodes; its time is per episode, multiplied to all seeds' episodes)")
     sp.add_argument("--workers", type=int, default=0, help="worker processes of the pool (--eval-workers)")
     sp.add_argument("--preset", default="small", help="network sizes of the policy: small or reference")
+    sp.add_argument("--no-lean", action="store_true", help="step with OGBench's own hooks (rql.lean_ogbench off)")
     sp.add_argument("--out", default=None)
     mp = sub.add_parser("memory")
     mp.add_argument("--before", default=None, help="the src folder of the 'before' tree")
@@ -249,7 +250,7 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.cmd == "speed":
         res = speed(args.task, args.seeds, args.episodes, args.envs, args.ref_episodes or args.episodes, args.workers,
-                    args.preset)
+                    args.preset, not args.no_lean)
         out = pathlib.Path(args.out or RESULTS / f"eval_speed_{args.task.split('-')[0]}_{args.seeds}seeds"
                            f"_{args.workers}workers_{args.preset}.json")
     else:

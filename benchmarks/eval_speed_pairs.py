@@ -43,6 +43,7 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=5)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--envs", type=int, default=4)
+    ap.add_argument("--no-lean", action="store_true", help="ours steps with OGBench's own hooks")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     tmp = pathlib.Path(tempfile.mkdtemp())
@@ -52,7 +53,8 @@ def main() -> None:
                     args.task, "--episodes", str(args.episodes), "--preset", args.preset], tmp / f"ref{k}.json")
         ours = _run([sys.executable, str(ROOT / "benchmarks" / "eval_memory.py"), "speed", "--task", args.task,
                      "--seeds", str(args.seeds), "--episodes", str(args.episodes), "--envs", str(args.envs),
-                     "--ref-episodes", "0", "--workers", str(args.workers), "--preset", args.preset],
+                     "--ref-episodes", "0", "--workers", str(args.workers), "--preset", args.preset,
+                     *(["--no-lean"] if args.no_lean else [])],
                     tmp / f"ours{k}.json")
         o = ours["ours"]
         ref_time = ref["wall_s"] * args.seeds  # the same episodes for each seed, one seed after the other
@@ -65,7 +67,7 @@ def main() -> None:
         pairs.append(pair)
     sp = [p["speedup"] for p in pairs]
     res = {"task": args.task, "preset": args.preset, "seeds": args.seeds, "episodes_per_seed": args.episodes,
-           "workers": args.workers, "pool": args.envs, "pairs": pairs, "speedup_median": statistics.median(sp),
+           "workers": args.workers, "pool": args.envs, "lean": not args.no_lean, "pairs": pairs, "speedup_median": statistics.median(sp),
            "speedup_min": min(sp), "speedup_max": max(sp),
            "speedup_per_step_median": statistics.median(p["speedup_per_step"] for p in pairs),
            "load_average": os.getloadavg()}
