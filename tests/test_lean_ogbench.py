@@ -40,6 +40,12 @@ def _actions(rng, n: int, dtype) -> np.ndarray:
     return np.asarray(out, dtype=dtype)
 
 
+needs_mirrored = pytest.mark.skipif(not lean_ogbench.mirrors_installed_ogbench(),
+                                    reason="the installed OGBench differs from the one the lean hooks mirror: "
+                                           "they are not installed (test_install_follows_the_mirrored_code)")
+
+
+@needs_mirrored
 @pytest.mark.parametrize("task,episodes,length", CASES, ids=[c[0].split("-play")[0] for c in CASES])
 def test_lean_steps_equal_ogbench_steps(task, episodes, length):
     kwargs = {"disable_env_checker": True, **({"max_episode_steps": length} if length else {})}
@@ -75,6 +81,20 @@ def test_lean_steps_equal_ogbench_steps(task, episodes, length):
         plain.close(), lean.close()
 
 
+def test_install_follows_the_mirrored_code(monkeypatch):
+    """Against another OGBench (a mirrored function's source changed), nothing is installed."""
+    cube = make_env("cube-single-play-singletask-task1-v0", disable_env_checker=True)
+    try:
+        assert lean_ogbench.mirrors_installed_ogbench() == lean_ogbench.install(cube)
+        monkeypatch.setitem(lean_ogbench.MIRRORED, "SO3.exp", "0" * 16)
+        lean_ogbench.mirrors_installed_ogbench.cache_clear()
+        assert not lean_ogbench.mirrors_installed_ogbench() and lean_ogbench.family(cube) is None
+    finally:
+        lean_ogbench.mirrors_installed_ogbench.cache_clear()
+        cube.close()
+
+
+@needs_mirrored
 def test_install_leaves_other_environments_alone():
     env = gymnasium.make("Pendulum-v1")
     assert lean_ogbench.family(env) is None and not lean_ogbench.install(env)
@@ -88,6 +108,7 @@ def test_install_leaves_other_environments_alone():
     env.close(), cube.close()
 
 
+@needs_mirrored
 def test_evaluation_over_a_lean_pool_equals_ogbench_stepping():
     task = "cube-single-play-singletask-task2-v0"
     cfg = build_config("rql", task, None, {"actor_hidden_dims": (16, 16), "value_hidden_dims": (16, 16),

@@ -110,3 +110,12 @@ def test_kill_9_then_resume_equals_uninterrupted(tiny_ogbench, tmp_path):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
     steps_logged = [int(r["step"]) for r in csv.DictReader(open(os.path.join(b, "metrics.csv")))]
     assert steps_logged == list(range(300, 3001, 300))
+
+
+def test_log_every_zero_logs_only_the_last_step(tiny_ogbench, tmp_path):
+    cfg = build_config("rql", TASK, None, TINY)
+    run = RunConfig(task=TASK, dataset_path=str(tiny_ogbench), run_dir=str(tmp_path / "run"), steps=20,
+                    eval_every=0, eval_episodes=0, log_every=0, updates_per_dispatch=5, progress=False)
+    train(run, "rql", cfg, log=lambda *a: None)
+    rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
+    assert [int(r["step"]) for r in rows] == [20] and np.isfinite(float(rows[0]["loss/total"]))

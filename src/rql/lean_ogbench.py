@@ -16,7 +16,9 @@ end flags and ``info["success"]``, so :func:`install` replaces three hooks of on
 
 The physics, the controller, the rewards, the success checks and the resets are OGBench's own
 code, untouched. Only the environments OGBench ships (cube, scene, puzzle) in task mode with state
-observations are changed, and only their exact classes: anything else keeps OGBench's hooks.
+observations are changed, only their exact classes, and only while the OGBench code these hooks
+mirror is the code they were written against (:data:`MIRRORED`: a digest of each function's
+source); anything else keeps OGBench's hooks.
 ``tests/test_lean_ogbench.py`` checks, against OGBench's own stepping, that observations,
 rewards, end flags and success are equal bit for bit over whole episodes of every family.
 The cost, measured in ``benchmarks/README.md``: ``info`` holds only ``success``.
@@ -24,12 +26,64 @@ The cost, measured in ``benchmarks/README.md``: ``info`` holds only ``success``.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import inspect
 import types
 
 import numpy as np
 
 XYZ_CENTER = np.array([0.425, 0.0, 0.0])
 XYZ_SCALER, GRIPPER_SCALER, BUTTON_SCALER, DRAWER_SCALER, WINDOW_SCALER = 10.0, 3.0, 120.0, 18.0, 15.0
+
+
+MIRRORED = {  # OGBench 1.2.2: the functions the lean hooks replace, stand beside or compute alike
+    "ManipSpaceEnv.step": "6622929581da2ae3",
+    "ManipSpaceEnv.set_control": "8064c43993b5df5f",
+    "ManipSpaceEnv.pre_step": "f8b8419e04d149b4",
+    "ManipSpaceEnv.compute_ob_info": "485a31009df77393",
+    "ManipSpaceEnv.get_step_info": "3b7c9cf7f154308e",
+    "CubeEnv.compute_observation": "1a270ac750d0e2db",
+    "CubeEnv.add_object_info": "bb7ebf7b3608903c",
+    "SceneEnv.compute_observation": "b7a264e509d75cbf",
+    "SceneEnv.add_object_info": "25363cbffcd87c88",
+    "SceneEnv.pre_step": "f2d1bd68acd432e5",
+    "SceneEnv.post_step": "24f6470e4f06d21d",
+    "PuzzleEnv.compute_observation": "c4622734445692d6",
+    "PuzzleEnv.add_object_info": "5386afabeb90ea86",
+    "PuzzleEnv.pre_step": "f2d1bd68acd432e5",
+    "PuzzleEnv.post_step": "932c27df19ea715d",
+    "SO3.exp": "96008704303c7b9f",
+    "SO3.multiply": "57096043586dd0d3",
+    "SO3.apply": "3d4ef2434a8f7657",
+    "SO3.inverse": "c3c14bae90134687",
+    "SO3.from_matrix": "da80fe7c48ae9df1",
+    "SO3.compute_yaw_radians": "0b6733519aea1e06",
+    "SE3.multiply": "38c737e952312de1",
+}
+
+
+def source_digest(fn) -> str:
+    return hashlib.sha256(inspect.getsource(fn).encode()).hexdigest()[:16]
+
+
+@functools.cache
+def mirrors_installed_ogbench() -> bool:
+    """Whether the installed OGBench's functions are those the lean hooks were written against."""
+    try:
+        from ogbench.manipspace.envs.cube_env import CubeEnv
+        from ogbench.manipspace.envs.manipspace_env import ManipSpaceEnv
+        from ogbench.manipspace.envs.puzzle_env import PuzzleEnv
+        from ogbench.manipspace.envs.scene_env import SceneEnv
+        from ogbench.manipspace.lie.se3 import SE3
+        from ogbench.manipspace.lie.so3 import SO3
+
+        owners = {"ManipSpaceEnv": ManipSpaceEnv, "CubeEnv": CubeEnv, "SceneEnv": SceneEnv,
+                  "PuzzleEnv": PuzzleEnv, "SO3": SO3, "SE3": SE3}
+        return all(source_digest(getattr(owners[name.split(".")[0]], name.split(".")[1])) == digest
+                   for name, digest in MIRRORED.items())
+    except Exception:  # noqa: BLE001  (OGBench missing, or its source not readable)
+        return False
 
 
 def _families() -> dict:
@@ -49,7 +103,7 @@ def family(env) -> str | None:
         return None
     if kind is None or getattr(u, "_mode", None) != "task" or getattr(u, "_ob_type", None) != "states":
         return None
-    return kind
+    return kind if mirrors_installed_ogbench() else None
 
 
 def install(env) -> bool:

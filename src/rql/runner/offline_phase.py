@@ -33,7 +33,7 @@ class OfflinePhase:
             ts, metrics = g.run_block(ts, data)
             step += g.block
             rows: list[dict] = [{} for _ in g.members]
-            if step % run.log_every == 0 or step >= self.end:
+            if (run.log_every and step % run.log_every == 0) or step >= self.end:
                 self._log_rows(rows, step, metrics, svc, rate)
             if svc.eval_due(step, self.end):
                 svc.show_eval(step, svc.evaluate(step, ts["agent"], rows))

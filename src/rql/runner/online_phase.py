@@ -25,6 +25,8 @@ from rql.runner.resume import Start
 from rql.runner.services import Services, StepRate
 from rql.runner.setup import Group
 
+LAST_STEPS_LOGGED = 1000  # with --log-every 0, the final row is the mean of this many last steps
+
 
 class OnlinePhase:
     """The online loop of a group: one training environment per seed, one batched policy call
@@ -154,15 +156,16 @@ class OnlinePhase:
         svc.describe("online" if n == 1 else f"online x{n} seeds")
         self.t0 = time.time()
         self.start()
-        log_every = run.log_every or 1
         acc: list[dict] = []
         rate = StepRate(step)
         while step < self.end:
             ts, metrics = self.step(ts)
             step += 1
             acc.append(metrics)
+            if not run.log_every and len(acc) > LAST_STEPS_LOGGED:
+                acc = acc[-LAST_STEPS_LOGGED:]
             rows: list[dict] = [{} for _ in self.seeds]
-            if step % log_every == 0 or step >= self.end:
+            if (run.log_every and step % run.log_every == 0) or step >= self.end:
                 self._log_rows(rows, step, acc, svc, rate)
                 acc = []
             evaluated = svc.eval_due(step, self.end)
