@@ -3,7 +3,7 @@
 OGBench's ``step`` builds its full observation dictionary (``compute_ob_info``: a few dozen named
 arrays) three times per step: before the physics (to remember the previous state), for the
 observation, and for the step's ``info``. An evaluation reads the observation, the reward, the
-end flags and ``info["success"]``, so :func:`install` replaces three hooks of one environment:
+end flags and ``info["success"]``, so :func:`install` replaces four hooks of one environment:
 
 - ``set_control`` computes the same target pose with OGBench's rotation arithmetic (the same
   numpy expressions, in the same order) on plain arrays instead of rotation and pose objects,
