@@ -11,6 +11,7 @@ episode start; episode ``e`` of seed ``k`` is reset with ``ENV_SEED_BASE + k * 1
 from __future__ import annotations
 
 import time
+from collections import deque
 
 import jax
 import jax.numpy as jnp
@@ -156,18 +157,17 @@ class OnlinePhase:
         svc.describe("online" if n == 1 else f"online x{n} seeds")
         self.t0 = time.time()
         self.start()
-        acc: list[dict] = []
+        keep = None if run.log_every else LAST_STEPS_LOGGED  # metrics kept for the next row
+        acc: deque[dict] = deque(maxlen=keep)
         rate = StepRate(step)
         while step < self.end:
             ts, metrics = self.step(ts)
             step += 1
             acc.append(metrics)
-            if not run.log_every and len(acc) > LAST_STEPS_LOGGED:
-                acc = acc[-LAST_STEPS_LOGGED:]
             rows: list[dict] = [{} for _ in self.seeds]
             if (run.log_every and step % run.log_every == 0) or step >= self.end:
-                self._log_rows(rows, step, acc, svc, rate)
-                acc = []
+                self._log_rows(rows, step, list(acc), svc, rate)
+                acc.clear()
             evaluated = svc.eval_due(step, self.end)
             if evaluated:
                 svc.evaluate(step, ts["agent"], rows)
