@@ -107,6 +107,9 @@ def test_flattening_terminals_and_masks(root, monkeypatch):
     ds = validate(arrays, "minari:rqltest/tiny-v0")
     assert ds.num_episodes == 4
     np.testing.assert_array_equal(ds.masks, expected_masks)
+    # Each episode's final observation is kept once, as the successor of its last step (step T).
+    np.testing.assert_array_equal(ds.end_next_observations[:, 0], np.asarray(lengths, np.float32))
+    np.testing.assert_array_equal(ds.end_next_observations[:, 1], np.arange(4, dtype=np.float32))
 
 
 def test_env_var_is_honoured_without_data_path(root, monkeypatch):

@@ -62,8 +62,7 @@ def check(seed: int, best_of_n: int = 1, residual: bool = False, replay: bool = 
              "target_slow": common.map_params(sp["modules_target_actor_slow"], state["target_slow"]),
              "target_critic": common.map_params(sp["modules_target_critic"], state["target_critic"])}
 
-    batch = common.windows(seed, B, H, OBS, ACT)
-    suite_batch = common.to_suite_batch(batch, H, DISCOUNT)
+    batch, suite_batch = common.batches(seed, B, H, OBS, ACT, DISCOUNT)
     key = jax.random.PRNGKey(seed + 1)
     tape = common.Tape()
     with jax.disable_jit():

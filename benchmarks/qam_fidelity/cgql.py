@@ -59,8 +59,7 @@ def check(seed: int, mode: str, best_of_n: int, replay: bool = True) -> dict:
              "target_actor": common.map_params(sp["modules_target_actor"], state["target_actor"]),
              "target_critic": common.map_params(sp["modules_target_critic"], state["target_critic"])}
 
-    batch = common.windows(seed, B, H, OBS, ACT)
-    suite_batch = common.to_suite_batch(batch, H, DISCOUNT)
+    batch, suite_batch = common.batches(seed, B, H, OBS, ACT, DISCOUNT)
     key = jax.random.PRNGKey(seed + 1)
     tape = common.Tape()
     with jax.disable_jit():

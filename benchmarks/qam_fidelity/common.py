@@ -15,6 +15,15 @@ What lives here:
                               one batch of our windows (``rql.agents.base.Batch``) and the same
                               windows in the suite's format (cumulative discounted rewards,
                               masks, valid, next observations per chunk step)
+``batches(...)``              the pair of batches a check feeds, by ``--batches``: ``shared`` (the
+                              two above: one batch, both formats), ``own`` (each side builds its
+                              own batch from the same raw episodes and start indices: the suite's
+                              ``Dataset.sample_sequence``, our ``suite`` windows), ``rql`` (the
+                              same, our side on RQL's windows: what the suite methods trained on
+                              before they had the suite's)
+``raw_episodes(...)`` / ``suite_dataset(...)`` / ``our_dataset(...)``
+                              raw OGBench-layout episodes with successes inside chunks, time-outs
+                              and episode ends inside windows, loaded by each side's own code
 ``map_params(suite_tree, ours_tree)``
                               our tree with every Dense/LayerNorm leaf replaced by the suite's leaf
                               of the same layer (matched by layer names and order, shapes checked)
@@ -41,11 +50,21 @@ import numpy as np
 from rql.agents.base import Batch
 
 
+BATCHES = "shared"  # set by parse_args from --batches
+
+
 def parse_args(description: str) -> argparse.Namespace:
+    global BATCHES
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--suite", required=True, help="path of a checkout of the QAM suite (its agents/ and utils/)")
     p.add_argument("--seed", type=int, default=0)
-    return p.parse_args()
+    p.add_argument("--batches", choices=("shared", "own", "rql"), default="shared",
+                   help="shared: one batch given to both sides in both formats; own: each side builds its own "
+                        "batch from the same raw episodes and starts (ours on the suite's windows); rql: the same "
+                        "with ours on RQL's windows")
+    args = p.parse_args()
+    BATCHES = args.batches
+    return args
 
 
 def load_suite(path: str):
@@ -126,6 +145,129 @@ def to_suite_batch(batch: Batch, horizon: int, discount: float) -> dict:
         "terminals": jnp.asarray(terminals),
         "next_observations": jnp.asarray(next_obs),
     }
+
+
+def batches(seed: int, batch_size: int, horizon: int, obs_dim: int, action_dim: int, discount: float,
+            mode: str | None = None) -> tuple[Batch, dict]:
+    """``(our batch, the suite's batch)`` for one loss-level check, as ``--batches`` says."""
+    mode = mode or BATCHES
+    if mode == "shared":
+        batch = windows(seed, batch_size, horizon, obs_dim, action_dim)
+        return batch, to_suite_batch(batch, horizon, discount)
+    raw = raw_episodes(seed, obs_dim, action_dim)
+    suite_ds, ours = suite_dataset(raw), our_dataset(raw)
+    starts = forced_starts(suite_ds, batch_size, horizon, seed)
+    suite_batch = suite_sample(suite_ds, starts, horizon, discount)
+    from rql.data.device import rql_batch_at, suite_batch_at
+
+    at = suite_batch_at if mode == "own" else rql_batch_at
+    return at(ours, jnp.asarray(starts, jnp.int32), horizon), suite_batch
+
+
+def raw_episodes(seed: int, obs_dim: int, action_dim: int, episodes: int = 24) -> dict:
+    """Raw episodes in OGBench's file layout (every episode's final observation stored as one more row
+    with ``terminals = 1``), of 3 to 13 steps, about one in three with a success that starts at a
+    random step and lasts one step or more (to the episode's end or not). The success flag
+    rides in ``qpos`` (column 0) so that each side's own loader carries it into its layout."""
+    rng = np.random.default_rng(seed + 101)
+    obs, act, term, succ = [], [], [], []
+    for _ in range(episodes):
+        n = int(rng.integers(3, 14))
+        obs.append(rng.normal(size=(n + 1, obs_dim)))
+        act.append(rng.uniform(-0.99, 0.99, size=(n + 1, action_dim)))
+        t = np.zeros(n + 1)
+        t[-1] = 1.0
+        term.append(t)
+        s = np.zeros(n + 1)
+        if rng.uniform() < 0.4:  # a success that may not last (a cube picked up again)
+            a = int(rng.integers(0, n))
+            s[a:int(rng.integers(a + 1, n + 2))] = 1.0
+        succ.append(s)
+    cat = lambda xs: np.concatenate(xs).astype(np.float32)  # noqa: E731
+    return {"observations": cat(obs), "actions": cat(act), "terminals": cat(term), "qpos": cat(succ)[:, None]}
+
+
+def suite_dataset(raw: dict):
+    """The suite's ``Dataset`` of ``raw``: its own regular layout (``envs/ogbench_utils.load_dataset``, which
+    reads a file), then single-task rewards and masks from the success flag as OGBench relabels them
+    (``rewards = success - 1``, ``masks = 1 - success``)."""
+    import os
+    import tempfile
+
+    from envs.ogbench_utils import load_dataset
+    from utils.datasets import Dataset as SuiteDataset
+
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "raw.npz")
+        np.savez(path, **raw)
+        ds = load_dataset(path, compact_dataset=False, add_info=True)
+    success = ds.pop("qpos")[:, 0]
+    ds.pop("qvel", None)
+    ds["rewards"] = (success - 1.0).astype(np.float32)
+    ds["masks"] = (1.0 - success).astype(np.float32)
+    return SuiteDataset.create(**ds)
+
+
+def our_dataset(raw: dict):
+    """Our device dataset of ``raw``: our loader's regular layout (:func:`rql.data.loading.ogbench_regular`,
+    which keeps each episode's final observation as its successor), the same rewards and masks."""
+    from rql.data.dataset import validate
+    from rql.data.device import to_device
+    from rql.data.loading import ogbench_regular
+
+    arrays = ogbench_regular(raw)
+    success = arrays.pop("qpos")[:, 0]
+    arrays["rewards"] = success - 1.0
+    arrays["masks"] = 1.0 - success
+    return to_device(validate(arrays, "raw episodes"))
+
+
+def forced_starts(suite_ds, batch_size: int, horizon: int, seed: int) -> np.ndarray:
+    """Starts drawn as the suite draws them (``randint(size - h + 1)``), the first few replaced so that the
+    batch surely holds a success inside a valid chunk (not at its first step, gone by its last), a valid chunk that ends on a
+    time-out (the episode's last step, no success) and a chunk that crosses an episode end."""
+    rng = np.random.RandomState(seed)
+    size = suite_ds.size
+    starts = rng.randint(size - horizon + 1, size=batch_size)
+    term, masks = np.asarray(suite_ds["terminals"]), np.asarray(suite_ds["masks"])
+    cases = {"success": None, "timeout": None, "crossing": None}
+    for s in range(size - horizon + 1):
+        w_t, w_m = term[s:s + horizon], masks[s:s + horizon]
+        inside = w_t[:-1].sum() == 0
+        if cases["success"] is None and inside and w_m[0] == 1 and w_m.min() == 0 and w_m[-1] == 1:
+            cases["success"] = s
+        if cases["timeout"] is None and inside and w_t[-1] == 1 and w_m.min() == 1:
+            cases["timeout"] = s
+        if cases["crossing"] is None and w_t[:-1].sum() > 0:
+            cases["crossing"] = s
+    missing = [k for k, v in cases.items() if v is None]
+    if missing:
+        raise ValueError(f"the raw episodes hold no window of kind {missing}")
+    starts[: len(cases)] = list(cases.values())
+    return starts
+
+
+@contextlib.contextmanager
+def _fixed_randint(values: np.ndarray):
+    """``np.random.randint`` returns ``values`` once (the suite draws its starts with it)."""
+    orig = np.random.randint
+
+    def fake(*args, **kwargs):
+        np.random.randint = orig
+        return np.array(values)
+
+    np.random.randint = fake
+    try:
+        yield
+    finally:
+        np.random.randint = orig
+
+
+def suite_sample(suite_ds, starts: np.ndarray, horizon: int, discount: float) -> dict:
+    """The suite's ``sample_sequence`` batch at the given starts, as float32 device arrays."""
+    with _fixed_randint(starts):
+        out = suite_ds.sample_sequence(len(starts), sequence_length=horizon, discount=discount)
+    return {k: jnp.asarray(np.asarray(v, np.float32)) for k, v in out.items()}
 
 
 # ----------------------------------------------------------------------------- parameters

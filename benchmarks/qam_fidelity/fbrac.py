@@ -42,8 +42,7 @@ def check(seed: int, best_of_n: int) -> dict:
               "critic": common.map_params(sp["modules_critic"], state["params"]["critic"])}
     state = {**state, "params": params, "target_critic": common.map_params(sp["modules_target_critic"], state["target_critic"])}
 
-    batch = common.windows(seed, B, H, OBS, ACT)
-    suite_batch = common.to_suite_batch(batch, H, DISCOUNT)
+    batch, suite_batch = common.batches(seed, B, H, OBS, ACT, DISCOUNT)
     tape = common.Tape()
     with jax.disable_jit():
         with tape.record():

@@ -70,8 +70,7 @@ def check_fql(seed: int, best_of_n: int) -> dict:
     params = mapped(sp, state["params"], names)
     state = {**state, "params": params,
              "target_critic": common.map_params(sp["modules_target_critic"], state["target_critic"])}
-    batch = common.windows(seed, B, H, OBS, ACT)
-    suite_batch = common.to_suite_batch(batch, H, DISCOUNT)
+    batch, suite_batch = common.batches(seed, B, H, OBS, ACT, DISCOUNT)
     s_total, info, s_grads, metrics, o_grads = run_both(
         seed, suite, lambda p: suite.total_loss(suite_batch, p, rng=jax.random.PRNGKey(seed + 1)),
         ours, state, params, batch)
@@ -101,8 +100,7 @@ def check_ifql(seed: int) -> dict:
     params = mapped(sp, state["params"], names)
     state = {**state, "params": params,
              "target_critic": common.map_params(sp["modules_target_critic"], state["target_critic"])}
-    batch = common.windows(seed, B, H, OBS, ACT)
-    suite_batch = common.to_suite_batch(batch, H, DISCOUNT)
+    batch, suite_batch = common.batches(seed, B, H, OBS, ACT, DISCOUNT)
     s_total, info, s_grads, metrics, o_grads = run_both(
         seed, suite, lambda p: suite.total_loss(suite_batch, p, rng=jax.random.PRNGKey(seed + 1)),
         ours, state, params, batch)
@@ -142,8 +140,7 @@ def check_rebrac(seed: int, actor_noise: float) -> dict:
     state = {**state, "params": params,
              "target_actor": actor_tree(sp["modules_target_actor"], state["target_actor"]),
              "target_critic": common.map_params(sp["modules_target_critic"], state["target_critic"])}
-    batch = common.windows(seed, B, H, OBS, ACT)
-    suite_batch = common.to_suite_batch(batch, H, DISCOUNT)
+    batch, suite_batch = common.batches(seed, B, H, OBS, ACT, DISCOUNT)
     s_total, info, s_grads, metrics, o_grads = run_both(
         seed, suite, lambda p: suite.total_loss(suite_batch, p, rng=jax.random.PRNGKey(seed + 1)),
         ours, state, params, batch)

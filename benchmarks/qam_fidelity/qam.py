@@ -87,8 +87,7 @@ def check(seed: int, label: str, replay: bool = True, **fields) -> dict:
     state = to_ours(sp, ours.init(jax.random.PRNGKey(seed)))
     params = state["params"]
 
-    batch = common.windows(seed, B, H, OBS, ACT)
-    suite_batch = common.to_suite_batch(batch, H, DISCOUNT)
+    batch, suite_batch = common.batches(seed, B, H, OBS, ACT, DISCOUNT)
     key = jax.random.PRNGKey(seed + 1)
     tape = common.Tape()
     with jax.disable_jit():

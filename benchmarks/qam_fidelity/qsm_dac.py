@@ -82,8 +82,7 @@ def check(seed: int, method: str, replay: bool = True) -> dict:
     sched_diff = max(float(jnp.max(jnp.abs(sched[a] - getattr(suite, b))))
                      for a, b in (("betas", "betas"), ("alphas", "alphas"), ("abar", "alpha_hats")))
 
-    batch = common.windows(seed, B, H, OBS, ACT)
-    suite_batch = common.to_suite_batch(batch, H, DISCOUNT)
+    batch, suite_batch = common.batches(seed, B, H, OBS, ACT, DISCOUNT)
     key = jax.random.PRNGKey(seed + 1)
     tape = common.Tape()
     with jax.disable_jit():

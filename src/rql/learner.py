@@ -47,12 +47,19 @@ def member_state(group_state, i: int):
     return jax.tree_util.tree_map(lambda x: x[i], group_state)
 
 
+def windows_of(agent) -> str:
+    """The window semantics an agent trains on (its config's ``windows`` field; ``rql`` without one)."""
+    return getattr(agent.config, "windows", "rql")
+
+
 def _block_fn(agent, horizon: int, batch_size: int, block: int):
+    windows = windows_of(agent)
+
     def run_block(ts, data: DeviceDataset):
         def one(carry, _):
             agent_state, key = carry
             key, k_sample, k_update = jax.random.split(key, 3)
-            batch = sample_windows(data, k_sample, batch_size, horizon)
+            batch = sample_windows(data, k_sample, batch_size, horizon, windows)
             agent_state, metrics = agent.update(agent_state, batch, k_update)
             return (agent_state, key), metrics
 

@@ -69,10 +69,21 @@ BUFFER_FIELDS = ("observations", "actions", "rewards", "terminals", "masks")
 # ----------------------------------------------------------------------------- the buffer
 
 
-def init_online_buffer(capacity: int, obs_dim: int, action_dim: int) -> dict:
-    """An empty online part of one seed's replay buffer."""
+def init_online_buffer(capacity: int, obs_dim: int, action_dim: int, windows: str = "rql") -> dict:
+    """An empty online part of one seed's replay buffer. For ``suite`` windows it also keeps the
+    successor state of every online episode's last stored step (``end_steps``, ascending, padded with
+    int32 max; ``end_next_observations``; ``num_ends`` closed entries, the next one the episode in
+    progress, rewritten at every step)."""
     c = int(capacity)
+    suite = {}
+    if windows == "suite":
+        suite = {
+            "end_steps": jnp.full((c,), np.iinfo(np.int32).max, jnp.int32),
+            "end_next_observations": jnp.zeros((c, obs_dim), jnp.float32),
+            "num_ends": jnp.asarray(0, jnp.int32),
+        }
     return {
+        **suite,
         "observations": jnp.zeros((c, obs_dim), jnp.float32),
         "actions": jnp.zeros((c, action_dim), jnp.float32),
         "rewards": jnp.zeros((c,), jnp.float32),
@@ -95,18 +106,20 @@ def init_meta(n: int) -> dict:
 
 def online_template(agent, seed: int, capacity: int):
     """Shapes of one seed's checkpoint in the online phase (for restoring)."""
-    from rql.learner import init_train_state
+    from rql.learner import init_train_state, windows_of
 
     def make():
         ts = init_train_state(agent, seed)
         meta = {k: jnp.asarray(0, jnp.int32) for k in init_meta(1)}
-        return {**ts, "online": {**init_online_buffer(capacity, agent.obs_dim, agent.action_dim), **meta}}
+        buf = init_online_buffer(capacity, agent.obs_dim, agent.action_dim, windows_of(agent))
+        return {**ts, "online": {**buf, **meta}}
 
     return jax.eval_shape(make)
 
 
 def append(buf: dict, tr: dict) -> dict:
-    """Store one environment step (``tr``: observation, action, reward, mask, done) of one seed."""
+    """Store one environment step (``tr``: observation, action, reward, mask, done and, for a buffer
+    of ``suite`` windows, the next observation) of one seed."""
     c = buf["rewards"].shape[0]
     p = buf["size"]
     room = p < c
@@ -128,6 +141,12 @@ def append(buf: dict, tr: dict) -> dict:
     out["num_closed"] = k + (done & long_enough).astype(jnp.int32)
     out["cur_start"] = jnp.where(done, size, buf["cur_start"])
     out["size"] = size
+    if "end_steps" in buf:  # the newest stored step's successor, the entry of the episode in progress
+        j = buf["num_ends"]
+        out["end_steps"] = buf["end_steps"].at[j].set(jnp.where(room, p, buf["end_steps"][j]), mode="drop")
+        nxt = jnp.where(room, tr["next_observations"], buf["end_next_observations"][jnp.minimum(j, c - 1)])
+        out["end_next_observations"] = buf["end_next_observations"].at[j].set(nxt, mode="drop")
+        out["num_ends"] = j + (done & room).astype(jnp.int32)
     return out
 
 
@@ -135,7 +154,10 @@ def close_open_episode(buf: dict) -> dict:
     """End the episode in progress where it stands (resume: the environment cannot be restored
     mid-episode, so the steps stored so far become an episode truncated there)."""
     long_enough = (buf["size"] - buf["cur_start"]) >= 2
-    return {**buf, "num_closed": buf["num_closed"] + long_enough.astype(jnp.int32), "cur_start": buf["size"]}
+    out = {**buf, "num_closed": buf["num_closed"] + long_enough.astype(jnp.int32), "cur_start": buf["size"]}
+    if "num_ends" in buf:
+        out["num_ends"] = buf["num_ends"] + (buf["size"] > buf["cur_start"]).astype(jnp.int32)
+    return out
 
 
 def sampleable_online_episodes(buf: dict) -> jax.Array:
@@ -172,7 +194,33 @@ def gather(off: DeviceDataset, buf: dict, idx: jax.Array) -> Batch:
     return Batch(**{k: pick(k) for k in BUFFER_FIELDS})
 
 
-def sample_windows(off: DeviceDataset, buf: dict, key: jax.Array, batch_size: int, horizon: int) -> Batch:
+def suite_indices(off: DeviceDataset, buf: dict, key: jax.Array, batch_size: int, horizon: int) -> jax.Array:
+    """(B, h) global indices of B ``suite`` windows: offline steps then online steps in one order (as
+    the suite's replay buffer holds the offline data followed by the online steps), starts uniform over
+    the first ``offline size + online size - h + 1`` positions."""
+    n_off, off_cap = off.size, off.observations.shape[0]
+    start = jax.random.randint(key, (batch_size,), 0, n_off + buf["size"] - horizon + 1)
+    pos = start[:, None] + jnp.arange(horizon, dtype=start.dtype)[None, :]
+    return jnp.where(pos < n_off, pos, off_cap + pos - n_off)
+
+
+def suite_successor(off: DeviceDataset, buf: dict, k: jax.Array, is_end: jax.Array) -> jax.Array:
+    """The successor state of global steps ``k`` (offline or online)."""
+    from rql.data.device import successor, successor_in
+
+    off_cap = off.observations.shape[0]
+    on = successor_in(buf["observations"], buf["end_steps"], buf["end_next_observations"],
+                      jnp.maximum(k - off_cap, 0), is_end)
+    return jnp.where((k >= off_cap)[:, None], on, successor(off, jnp.minimum(k, off_cap - 1), is_end))
+
+
+def sample_windows(off: DeviceDataset, buf: dict, key: jax.Array, batch_size: int, horizon: int,
+                   windows: str = "rql") -> Batch:
+    if windows == "suite":
+        from rql.data.device import suite_window
+
+        idx = suite_indices(off, buf, key, batch_size, horizon)
+        return suite_window(gather(off, buf, idx), lambda k, end: suite_successor(off, buf, k, end), idx)
     return gather(off, buf, window_indices(off, buf, key, batch_size, horizon))
 
 
@@ -202,6 +250,9 @@ def make_online_step(agent, horizon: int, batch_size: int, utd: int) -> Callable
     """Compiled ``(group state, online buffers, offline data, transitions) -> (group state, online
     buffers, metrics)``: every seed appends its environment step, then runs ``utd`` updates on
     windows of its own buffer. State and buffers are donated (updated in place)."""
+    from rql.learner import windows_of
+
+    windows = windows_of(agent)
 
     def one(ts, buf, off: DeviceDataset, tr):
         buf = append(buf, tr)
@@ -209,7 +260,7 @@ def make_online_step(agent, horizon: int, batch_size: int, utd: int) -> Callable
         def upd(carry, _):
             agent_state, key = carry
             key, k_sample, k_update = jax.random.split(key, 3)
-            batch = sample_windows(off, buf, k_sample, batch_size, horizon)
+            batch = sample_windows(off, buf, k_sample, batch_size, horizon, windows)
             agent_state, metrics = agent.update(agent_state, batch, k_update)
             return (agent_state, key), metrics
 

@@ -69,7 +69,7 @@ def train_group(run: RunConfig, agent_name: str, agent_cfg, seeds, run_dirs=None
     g = check_group(run, agent_name, seeds, run_dirs, resume, group_dir)
     svc = None
     try:
-        set_up(g, agent_cfg, dataset)
+        set_up(g, agent_cfg, dataset, log)
         start = restore_or_start(g, resume, log)
         svc = Services(g, start, log)
         step = run_phases(g, start, svc)

@@ -4,19 +4,36 @@
 ``act(state, obs, key) -> action chunk``. Pure means no Python side effects and no host
 round trips, so the runner can ``lax.scan`` many updates per dispatch.
 
-A batch is a :class:`Batch` of windows of ``h + 1`` consecutive steps of one episode,
-batch-major: ``observations`` (B, h+1, obs_dim), ``actions`` (B, h+1, action_dim),
-``rewards``/``terminals``/``masks`` (B, h+1). Window index ``i`` past the episode's last
-step repeats that last step (clamping), as in the reference.
+A batch is a :class:`Batch` of windows, batch-major: ``observations`` (B, h+1, obs_dim),
+``actions`` (B, h+1, action_dim), ``rewards``/``terminals``/``masks`` (B, h+1). How the data
+pipeline fills a window is the agent's ``windows`` field (:data:`WINDOWS`):
+
+``rql``    (the official RQL's) ``h + 1`` consecutive steps of one episode, the episode drawn
+           uniformly, then a start among its steps but the last; index ``i`` past the episode's
+           last step repeats that step (clamping), and index ``h`` is the state the target
+           bootstraps from.
+``suite``  (the QAM suite's ``sample_sequence``) a start drawn uniformly over the dataset's steps;
+           indices ``0 .. h-1`` are the steps ``start + i`` as stored (past an episode end they
+           run into the next episode), ``terminals`` is their running maximum and ``masks`` the
+           running minimum of the masks over the valid steps (those before the first episode end);
+           index ``h`` holds the successor state of the last valid step (the dataset's next
+           observation, also at an episode's end), with the last entry of ``masks``/``terminals``
+           repeated and a zero reward.
+
+Under both, :func:`n_step_return` gives each semantics' target and :func:`chunk_action_mask` its
+valid steps, so an agent reads a batch the same way whichever windows it trains on.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
+
+Windows = Literal["rql", "suite"]
+WINDOWS = ("rql", "suite")
 
 
 class Batch(NamedTuple):
@@ -41,6 +58,11 @@ class AgentConfig:
     """Adam learning rate."""
     sparse: bool = False
     """Make rewards sparse: -1 wherever the dataset reward is non-zero, 0 elsewhere."""
+    windows: Windows = "rql"
+    """How training windows are drawn: 'rql' (the official RQL's: an episode drawn uniformly, indices
+    clamped to its last step, the last step's mask, the clamped next state) or 'suite' (the QAM suite's:
+    starts uniform over steps, the running minimum of the masks over the valid steps, the true successor
+    state of the last valid step)."""
 
 
 @dataclasses.dataclass
@@ -69,6 +91,11 @@ class SuiteConfig(ActorCriticConfig):
     """Pessimism: critics are aggregated as mean_E - rho * std_E."""
     flow_steps: int = 10
     """Euler steps F of the flow policy."""
+    windows: Windows = "suite"
+    """How training windows are drawn: 'suite' (the QAM suite's, its default here: starts uniform over
+    steps, the running minimum of the masks over the valid steps, the true successor state of the last
+    valid step) or 'rql' (the official RQL's: an episode drawn uniformly, indices clamped to its last
+    step, the last step's mask)."""
 
 
 def pessimistic(qs: jax.Array, rho: float) -> jax.Array:

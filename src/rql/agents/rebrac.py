@@ -34,6 +34,7 @@ from rql.agents.base import (
     ActorCriticConfig,
     Agent,
     Batch,
+    Windows,
     flat_chunk,
     n_step_return,
     optimizer_step,
@@ -49,6 +50,11 @@ class ReBRACConfig(ActorCriticConfig):
 
     alpha_actor: float = 0.0
     """Weight of the actor's behaviour-cloning penalty (tuned per environment)."""
+    windows: Windows = "suite"
+    """How training windows are drawn: 'suite' (the QAM suite's, its default here: starts uniform over
+    steps, the running minimum of the masks over the valid steps, the true successor state of the last
+    valid step) or 'rql' (the official RQL's: an episode drawn uniformly, indices clamped to its last
+    step, the last step's mask)."""
     alpha_critic: float = 0.0
     """Weight of the behaviour penalty on the critic's next action (the FQL codebase's; not in the suite)."""
     actor_freq: int = 2

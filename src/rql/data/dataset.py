@@ -10,8 +10,16 @@ A :class:`Dataset` holds transitions stored episode after episode:
 - ``masks``        (N,) float32, 0.0 where the value must not bootstrap past this transition
   (a true termination, e.g. task success in OGBench single-task data), else 1.0
 
-Windows of ``h + 1`` steps never cross a ``terminals`` boundary: indices past an
-episode's last transition are clamped to it (see :mod:`rql.data.device`).
+and, where the source has them, the successor states of the episodes' last transitions:
+
+- ``end_next_observations`` (E, obs_dim) float32 or None: row ``e`` is the state that follows the
+  last transition of episode ``e`` (an OGBench file's final observation, a plain file's
+  ``next_observations`` at the episode's end, a Minari episode's last observation). Inside an
+  episode the successor of step ``i`` is ``observations[i + 1]``, so one row per episode is all the
+  QAM suite's windows need beyond the observations; None where the source has none (then an
+  episode's last step is its own successor, as the RQL reference's clamped windows have it).
+
+How windows are drawn from this is the agent's ``windows`` field (see :mod:`rql.data.device`).
 """
 
 from __future__ import annotations
@@ -23,6 +31,9 @@ import numpy as np
 from rql.errors import RQLError
 
 REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals")
+# Successor states: ``next_observations`` (N, obs_dim) as plain files and OGBench's regular layout
+# have them, or ``end_next_observations`` (E, obs_dim), one row per episode, as the loaders here make.
+SUCCESSOR_KEYS = ("next_observations", "end_next_observations")
 ACTION_CLIP_EPS = 1e-5
 # Actions a little outside [-1, 1] (rounding) are clipped; anything further is an error.
 ACTION_RANGE_TOLERANCE = 1e-3
@@ -36,6 +47,14 @@ class Dataset:
     terminals: np.ndarray
     masks: np.ndarray
     source: str = ""
+    end_next_observations: np.ndarray | None = None
+
+    def successors_or_own(self) -> np.ndarray:
+        """(E, obs_dim): the successor state of every episode's last step, that step's own
+        observation where the source had none."""
+        if self.end_next_observations is not None:
+            return self.end_next_observations
+        return self.observations[self.episode_bounds()[1]]
 
     @property
     def size(self) -> int:
@@ -90,6 +109,8 @@ def validate(arrays: dict, source: str, horizon: int = 1, sparse: bool = False) 
     actions inside [-1, 1] (then clipped to [-1 + 1e-5, 1 - 1e-5] as the reference does),
     and at least one episode with a complete window of ``horizon + 1`` steps.
     ``masks`` defaults to ``1 - terminals`` when absent (every episode end is a true end).
+    ``next_observations`` (N, obs_dim), or ``end_next_observations`` (one row per episode), when
+    present, give the successor state of every episode's last step (kept as one row per episode).
     """
     missing = [k for k in REQUIRED_KEYS if k not in arrays]
     if missing:
@@ -98,7 +119,7 @@ def validate(arrays: dict, source: str, horizon: int = 1, sparse: bool = False) 
             f"{', '.join(REQUIRED_KEYS)} (and optionally masks)"
         )
     out = {}
-    for k in (*REQUIRED_KEYS, "masks"):
+    for k in (*REQUIRED_KEYS, "masks", *SUCCESSOR_KEYS):
         if k not in arrays:
             continue
         a = np.asarray(arrays[k])
@@ -113,7 +134,12 @@ def validate(arrays: dict, source: str, horizon: int = 1, sparse: bool = False) 
     n = obs.shape[0]
     if n == 0:
         raise RQLError(f"{source}: the dataset is empty")
+    for k in SUCCESSOR_KEYS:
+        if k in out and (out[k].ndim != 2 or out[k].shape[1] != obs.shape[1]):
+            raise RQLError(f"{source}: '{k}' has shape {out[k].shape}; expected (rows, {obs.shape[1]}) like 'observations'")
     for k, a in out.items():
+        if k == "end_next_observations":
+            continue  # one row per episode, checked below
         if k in ("rewards", "terminals", "masks"):
             if a.ndim == 2 and a.shape[1] == 1:
                 a = a[:, 0]
@@ -145,6 +171,7 @@ def validate(arrays: dict, source: str, horizon: int = 1, sparse: bool = False) 
         source=source,
     )
     starts, ends = ds.episode_bounds()
+    ds.end_next_observations = _end_successors(out, ends, source)
     longest = int((ends - starts + 1).max())
     if longest < horizon + 1:
         raise RQLError(
@@ -152,3 +179,20 @@ def validate(arrays: dict, source: str, horizon: int = 1, sparse: bool = False) 
             f"at least one episode of {horizon + 1} steps (lower --agent.horizon or use more data)"
         )
     return ds
+
+
+def _end_successors(out: dict, ends: np.ndarray, source: str) -> np.ndarray | None:
+    """The successor state of each episode's last step from ``next_observations`` or
+    ``end_next_observations``; None when the source has neither."""
+    if "next_observations" in out:
+        return np.ascontiguousarray(out["next_observations"][ends], dtype=np.float32)
+    if "end_next_observations" in out:
+        succ = out["end_next_observations"]
+        if len(succ) == len(ends) - 1:
+            # The last stored step ended no episode (the data stops there): it has no successor stored.
+            succ = np.concatenate([succ, out["observations"][ends[-1:]]])
+        if len(succ) != len(ends):
+            raise RQLError(f"{source}: 'end_next_observations' has {len(succ)} rows for {len(ends)} episodes; "
+                           "it needs one row per episode")
+        return np.ascontiguousarray(succ, dtype=np.float32)
+    return None

@@ -1,10 +1,20 @@
 """The dataset on the device, and window sampling inside compiled code.
 
-Sampling follows the reference: an episode (of at least two steps) is drawn uniformly, then a
-start index uniformly among its steps except the last, and the window's ``h + 1`` indices are
+Two window semantics (the agent's ``windows`` field, see :mod:`rql.agents.base`):
+
+``rql``, the official RQL's: an episode (of at least two steps) is drawn uniformly, then a start
+index uniformly among its steps except the last, and the window's ``h + 1`` indices are
 ``start + i`` clamped to the episode's last step. (The reference draws episodes without
 replacement when the batch is smaller than the number of episodes; we draw with replacement so
 that sampling stays O(batch) on the device.)
+
+``suite``, the QAM suite's ``Dataset.sample_sequence``: a start drawn uniformly among the first
+``size - h + 1`` steps, the ``h`` steps ``start + i`` as stored (a window may run past an episode
+end into the next one: those steps are not valid), ``terminals`` their running maximum, ``valid``
+steps those before the first episode end, ``masks`` the running minimum over the valid steps, and
+the bootstrap state the successor of the last valid step: ``observations[k + 1]`` inside an
+episode, the episode's stored successor (``end_next_observations``, one row per episode) at its
+end. Window index ``h`` carries that state (see :class:`rql.agents.base.Batch`).
 """
 
 from __future__ import annotations
@@ -18,6 +28,8 @@ import numpy as np
 from rql.agents.base import Batch
 from rql.data.dataset import Dataset
 
+_NO_END = np.iinfo(np.int32).max  # padding of ``end_steps`` (sorts after every real index)
+
 
 class DeviceDataset(NamedTuple):
     observations: jax.Array
@@ -28,22 +40,25 @@ class DeviceDataset(NamedTuple):
     ep_starts: jax.Array  # first index of each usable episode (padded to a capacity)
     ep_ends: jax.Array  # last (inclusive) index of each usable episode (padded)
     num_episodes: jax.Array  # how many entries of ep_starts/ep_ends are real
+    size: jax.Array  # steps stored (the rest of the arrays is padding)
+    end_steps: jax.Array  # last index of every episode, ascending, padded with int32 max
+    end_next_observations: jax.Array  # (episodes, obs_dim): the successor of each episode's last step
 
 
-def _pad(a: np.ndarray, n: int) -> np.ndarray:
+def _pad(a: np.ndarray, n: int, fill=0) -> np.ndarray:
     if n <= len(a):
         return a
-    return np.concatenate([a, np.zeros((n - len(a), *a.shape[1:]), a.dtype)])
+    return np.concatenate([a, np.full((n - len(a), *a.shape[1:]), fill, a.dtype)])
 
 
 def to_device(ds: Dataset, capacity: int | None = None, episode_capacity: int | None = None) -> DeviceDataset:
     """Put a dataset on the device. With capacities, arrays are zero-padded to fixed shapes so that
     datasets of different sizes (shards) reuse one compiled update; padding is never sampled."""
-    starts, ends = ds.episode_bounds()
-    usable = ends > starts
-    starts, ends = starts[usable].astype(np.int32), ends[usable].astype(np.int32)
-    n, m = capacity or ds.size, episode_capacity or len(starts)
-    if ds.size > n or len(starts) > m:
+    all_starts, all_ends = ds.episode_bounds()
+    usable = all_ends > all_starts
+    starts, ends = all_starts[usable].astype(np.int32), all_ends[usable].astype(np.int32)
+    n, m = capacity or ds.size, episode_capacity or len(all_ends)
+    if ds.size > n or len(all_ends) > m:
         raise ValueError("dataset larger than the given capacity")
     return DeviceDataset(
         observations=jnp.asarray(_pad(ds.observations, n)),
@@ -54,11 +69,17 @@ def to_device(ds: Dataset, capacity: int | None = None, episode_capacity: int | 
         ep_starts=jnp.asarray(_pad(starts, m)),
         ep_ends=jnp.asarray(_pad(ends, m)),
         num_episodes=jnp.asarray(len(starts), jnp.int32),
+        size=jnp.asarray(ds.size, jnp.int32),
+        end_steps=jnp.asarray(_pad(all_ends.astype(np.int32), m, _NO_END)),
+        end_next_observations=jnp.asarray(_pad(ds.successors_or_own().astype(np.float32), m)),
     )
 
 
+# ----------------------------------------------------------------------------- rql windows
+
+
 def window_indices(data: DeviceDataset, key: jax.Array, batch_size: int, horizon: int) -> jax.Array:
-    """(B, h + 1) dataset indices of B windows."""
+    """(B, h + 1) dataset indices of B windows (``rql`` semantics)."""
     k_ep, k_start = jax.random.split(key)
     ep = jax.random.randint(k_ep, (batch_size,), 0, data.num_episodes)
     first, last = data.ep_starts[ep], data.ep_ends[ep]
@@ -67,8 +88,15 @@ def window_indices(data: DeviceDataset, key: jax.Array, batch_size: int, horizon
     return jnp.minimum(idx, last[:, None])
 
 
-def sample_windows(data: DeviceDataset, key: jax.Array, batch_size: int, horizon: int) -> Batch:
-    idx = window_indices(data, key, batch_size, horizon)
+def rql_batch_at(data: DeviceDataset, starts: jax.Array, horizon: int) -> Batch:
+    """The ``rql`` windows that start at ``starts`` (B,): indices clamped to each start's episode end
+    (what the ``rql`` sampler gathers once it has drawn its starts)."""
+    last = data.end_steps[jnp.minimum(jnp.searchsorted(data.end_steps, starts), data.end_steps.shape[0] - 1)]
+    idx = jnp.minimum(starts[:, None] + jnp.arange(horizon + 1, dtype=starts.dtype)[None, :], last[:, None])
+    return _gather(data, idx)
+
+
+def _gather(data: DeviceDataset, idx: jax.Array) -> Batch:
     return Batch(
         observations=data.observations[idx],
         actions=data.actions[idx],
@@ -76,3 +104,75 @@ def sample_windows(data: DeviceDataset, key: jax.Array, batch_size: int, horizon
         terminals=data.terminals[idx],
         masks=data.masks[idx],
     )
+
+
+def _rql_windows(data: DeviceDataset, key: jax.Array, batch_size: int, horizon: int) -> Batch:
+    return _gather(data, window_indices(data, key, batch_size, horizon))
+
+
+# ----------------------------------------------------------------------------- suite windows
+
+
+def suite_starts(data: DeviceDataset, key: jax.Array, batch_size: int, horizon: int) -> jax.Array:
+    """(B,) window starts uniform over the first ``size - h + 1`` steps (``suite`` semantics)."""
+    return jax.random.randint(key, (batch_size,), 0, data.size - horizon + 1)
+
+
+def suite_window(steps: Batch, successor_of, idx: jax.Array) -> Batch:
+    """The ``suite`` window of each row of ``idx`` (B, h) (consecutive indices as stored).
+
+    ``steps`` holds the stored per-step arrays gathered at ``idx`` ((B, h, ...)) and
+    ``successor_of(k, is_end)`` gives the successor state of steps ``k`` (``is_end``: ``k`` is an
+    episode's last step). Shared by the offline data and the online replay buffer, which store steps
+    differently."""
+    terminals, masks = steps.terminals, steps.masks
+    running_end = jax.lax.cummax(terminals, axis=1)
+    valid = jnp.concatenate([jnp.ones_like(running_end[:, :1]), 1.0 - running_end[:, :-1]], axis=1)
+    run_mask = jax.lax.cummin(jnp.where(valid > 0, masks, jnp.inf), axis=1)
+    last_valid = jnp.sum(valid, axis=1).astype(idx.dtype) - 1
+    k = jnp.take_along_axis(idx, last_valid[:, None], axis=1)[:, 0]
+    k_is_end = jnp.take_along_axis(terminals, last_valid[:, None], axis=1)[:, 0] > 0
+    succ = successor_of(k, k_is_end)
+    return Batch(
+        observations=jnp.concatenate([steps.observations, succ[:, None]], axis=1),
+        actions=jnp.concatenate([steps.actions, steps.actions[:, -1:]], axis=1),
+        rewards=jnp.concatenate([steps.rewards, jnp.zeros_like(steps.rewards[:, :1])], axis=1),
+        terminals=jnp.concatenate([running_end, running_end[:, -1:]], axis=1),
+        masks=jnp.concatenate([run_mask, run_mask[:, -1:]], axis=1),
+    )
+
+
+def successor_in(observations, end_steps, end_next_observations, k: jax.Array, is_end: jax.Array) -> jax.Array:
+    """The state after step ``k``: ``observations[k + 1]``, or at an episode's end the stored successor
+    of the episode whose last step is ``k`` (``end_steps`` ascending)."""
+    e = jnp.minimum(jnp.searchsorted(end_steps, k), end_steps.shape[0] - 1)
+    inside = observations[jnp.minimum(k + 1, observations.shape[0] - 1)]
+    return jnp.where(is_end[:, None], end_next_observations[e], inside)
+
+
+def successor(data: DeviceDataset, k: jax.Array, is_end: jax.Array) -> jax.Array:
+    return successor_in(data.observations, data.end_steps, data.end_next_observations, k, is_end)
+
+
+def suite_batch_at(data: DeviceDataset, starts: jax.Array, horizon: int) -> Batch:
+    """The ``suite`` windows that start at ``starts`` (B,)."""
+    idx = starts[:, None] + jnp.arange(horizon, dtype=starts.dtype)[None, :]
+    steps = Batch(data.observations[idx], data.actions[idx], data.rewards[idx], data.terminals[idx], data.masks[idx])
+    return suite_window(steps, lambda k, end: successor(data, k, end), idx)
+
+
+def _suite_windows(data: DeviceDataset, key: jax.Array, batch_size: int, horizon: int) -> Batch:
+    return suite_batch_at(data, suite_starts(data, key, batch_size, horizon), horizon)
+
+
+# ----------------------------------------------------------------------------- either
+
+
+def sample_windows(data: DeviceDataset, key: jax.Array, batch_size: int, horizon: int,
+                   windows: str = "rql") -> Batch:
+    """B windows under the named semantics (``rql`` or ``suite``)."""
+    if windows == "suite":
+        return _suite_windows(data, key, batch_size, horizon)
+    if windows != "rql":
+        raise ValueError(f"unknown window semantics {windows!r}")
+    return _rql_windows(data, key, batch_size, horizon)

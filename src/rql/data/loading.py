@@ -47,6 +47,13 @@ def ogbench_regular(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     new_term = np.concatenate([term[1:], [True]])[keep]
     out = {k: np.asarray(v)[keep] for k, v in arrays.items() if k != "terminals" and len(v) == len(term)}
     out["terminals"] = new_term.astype(np.float32)
+    # The dropped final observations are the successors of the kept episodes' last steps (one row per
+    # episode, what the QAM suite's windows bootstrap from at a time-out).
+    obs = np.asarray(arrays["observations"])
+    last = np.flatnonzero(keep)[new_term]  # raw index of every kept episode's last step
+    nxt = np.minimum(last + 1, len(term) - 1)
+    has = (last + 1 < len(term)) & term[nxt]
+    out["end_next_observations"] = np.where(has[:, None], obs[nxt], obs[last])
     return out
 
 

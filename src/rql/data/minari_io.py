@@ -44,7 +44,8 @@ def load_minari(dataset_id: str, data_path: str | None = None) -> dict[str, np.n
     Returns ``observations`` (N, obs_dim) float32 (each step's observation; the final observation
     of an episode is left out), ``actions`` (N, action_dim) float32, ``rewards`` float32,
     ``terminals`` float32 (1.0 on the last step of every episode, whether it terminated or was
-    truncated) and ``masks`` float32 (0.0 only where the episode truly terminated). The result
+    truncated), ``masks`` float32 (0.0 only where the episode truly terminated) and
+    ``end_next_observations`` (one row per episode: its final observation). The result
     is meant for :func:`rql.data.dataset.validate`.
     """
     try:
@@ -97,7 +98,7 @@ def _flatten(ds, dataset_id: str) -> dict[str, np.ndarray]:
             f"Minari dataset '{dataset_id}' has {type(act_space).__name__} actions, which are not supported; "
             f"only continuous Box actions are"
         )
-    obs_parts, act_parts, rew_parts, term_parts, mask_parts = [], [], [], [], []
+    obs_parts, act_parts, rew_parts, term_parts, mask_parts, succ_parts = [], [], [], [], [], []
     try:
         for ep in ds.iterate_episodes():
             n = len(ep.rewards)
@@ -110,6 +111,7 @@ def _flatten(ds, dataset_id: str) -> dict[str, np.ndarray]:
                     f"{getattr(obs, 'shape', None)} for {n} steps; expected {n + 1} rows"
                 )
             obs_parts.append(obs[:n].reshape(n, -1).astype(np.float32))
+            succ_parts.append(obs[n:].reshape(1, -1).astype(np.float32))
             act_parts.append(np.asarray(ep.actions).reshape(n, -1).astype(np.float32))
             rew_parts.append(np.asarray(ep.rewards, dtype=np.float32).reshape(n))
             terminals = np.zeros(n, dtype=np.float32)
@@ -129,4 +131,5 @@ def _flatten(ds, dataset_id: str) -> dict[str, np.ndarray]:
         "rewards": np.concatenate(rew_parts),
         "terminals": np.concatenate(term_parts),
         "masks": np.concatenate(mask_parts),
+        "end_next_observations": np.concatenate(succ_parts),
     }

@@ -22,6 +22,7 @@ from rql.online import (
     ENV_SEED_BASE, ONLINE_KEY, close_open_episode, init_meta, init_online_buffer, make_online_policy,
     make_online_step, process_reward,
 )
+from rql.learner import windows_of
 from rql.runner.resume import Start
 from rql.runner.services import Services, StepRate
 from rql.runner.setup import Group
@@ -49,7 +50,9 @@ class OnlinePhase:
         self.base_keys = jnp.stack([jax.random.fold_in(jax.random.PRNGKey(s), ONLINE_KEY) for s in seeds])
         n = len(seeds)
         self.meta = init_meta(n)
-        self.buf = jax.vmap(lambda _: init_online_buffer(self.capacity, agent.obs_dim, agent.action_dim))(jnp.arange(n))
+        windows = windows_of(agent)
+        self.buf = jax.vmap(lambda _: init_online_buffer(self.capacity, agent.obs_dim, agent.action_dim, windows))(
+            jnp.arange(n))
         self.obs = np.zeros((n, agent.obs_dim), np.float32)
         self.queue: list[list[np.ndarray]] = [[] for _ in seeds]
         self.ep_return = np.zeros(n)
@@ -112,7 +115,8 @@ class OnlinePhase:
         self._draw_chunks(ts)
         n = len(self.seeds)
         tr = {"observations": self.obs.copy(), "actions": np.zeros((n, self.agent.action_dim), np.float32),
-              "rewards": np.zeros(n, np.float32), "masks": np.zeros(n, np.float32), "done": np.zeros(n, np.float32)}
+              "rewards": np.zeros(n, np.float32), "masks": np.zeros(n, np.float32), "done": np.zeros(n, np.float32),
+              "next_observations": np.zeros_like(self.obs)}
         for g, env in enumerate(self.envs):
             a = self.queue[g].pop(0)
             o, r, terminated, truncated, info = env.step(a)
@@ -123,6 +127,7 @@ class OnlinePhase:
             self.ep_return[g] += float(r)
             self.ep_len[g] += 1
             self.obs[g] = o
+            tr["next_observations"][g] = o
             if terminated or truncated:
                 self.finished[g].append((float(info.get("success", 0.0)), float(self.ep_return[g]), int(self.ep_len[g])))
                 self.total_episodes[g] += 1

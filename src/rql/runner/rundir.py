@@ -101,6 +101,8 @@ def load_run_config(run_dir: str | pathlib.Path) -> tuple[RunConfig, str, Any, d
         cfg_cls = get_spec(agent_name).config_cls
         fields = {f.name: f for f in dataclasses.fields(cfg_cls)}
         values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in doc["agent_config"].items() if k in fields}
+        if "windows" in fields and "windows" not in values:
+            values["windows"] = "rql"  # recorded before windows were a field: every agent trained on RQL's
         agent_cfg = cfg_cls(**values)
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise RQLError(f"{path}: unreadable run configuration ({e})") from None

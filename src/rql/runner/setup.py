@@ -87,7 +87,7 @@ def check_group(run: RunConfig, agent_name: str, seeds, run_dirs, resume: bool, 
     return Group(run, agent_name, None, seeds, run_dirs, group_dir)
 
 
-def set_up(g: Group, agent_cfg, dataset: Dataset | None = None) -> None:
+def set_up(g: Group, agent_cfg, dataset: Dataset | None = None, log=print) -> None:
     """Open the members, the evaluation environments, the data, the agent and the compiled block
     (in this order: a locked or unwritable run directory, then an unknown task, fail first)."""
     run = g.run
@@ -101,6 +101,9 @@ def set_up(g: Group, agent_cfg, dataset: Dataset | None = None) -> None:
     task_env = g.opened_envs[0].first() if g.opened_envs else None
     g.dataset, g.sharded = load_data(run, agent_cfg, task_env, dataset)
     g.online_capacity = online_capacity(run, g.dataset, g.sharded)
+    if getattr(agent_cfg, "windows", "rql") == "suite" and g.dataset.end_next_observations is None:
+        log(f"{g.dataset.source}: no next observations stored; under the suite's windows a chunk that ends at an "
+            "episode's last step bootstraps from that step's own observation")
     g.agent = make_agent(g.agent_name, agent_cfg, g.dataset.obs_dim, g.dataset.action_dim)
     g.block = block_size(run, g.sharded is not None)
     g.run_block = make_group_block(g.agent, agent_cfg.horizon, agent_cfg.batch_size, g.block)
