@@ -224,7 +224,7 @@ def our_dataset(raw: dict):
 
 def forced_starts(suite_ds, batch_size: int, horizon: int, seed: int) -> np.ndarray:
     """Starts drawn as the suite draws them (``randint(size - h + 1)``), the first few replaced so that the
-    batch surely holds a success inside a valid chunk (not at its first step, gone by its last), a valid chunk that ends on a
+    batch surely holds a success inside a valid chunk that is gone by its last step, a valid chunk that ends on a
     time-out (the episode's last step, no success) and a chunk that crosses an episode end."""
     rng = np.random.RandomState(seed)
     size = suite_ds.size
@@ -234,7 +234,7 @@ def forced_starts(suite_ds, batch_size: int, horizon: int, seed: int) -> np.ndar
     for s in range(size - horizon + 1):
         w_t, w_m = term[s:s + horizon], masks[s:s + horizon]
         inside = w_t[:-1].sum() == 0
-        if cases["success"] is None and inside and w_m[0] == 1 and w_m.min() == 0 and w_m[-1] == 1:
+        if cases["success"] is None and inside and w_m.min() == 0 and w_m[-1] == 1:
             cases["success"] = s
         if cases["timeout"] is None and inside and w_t[-1] == 1 and w_m.min() == 1:
             cases["timeout"] = s
