@@ -84,13 +84,15 @@ def suite_flags(method: str, suite_path: str) -> list[str]:
     return flags
 
 
+# The suite's main.py with W&B replaced by a stand-in (no network; its CSV files are what we read).
 SUITE_MAIN = """
-import os, runpy, sys
-import wandb
-_init = wandb.init
-wandb.init = lambda **kw: _init(**{**kw, "mode": "disabled"})
+import os, runpy, sys, types
 os.chdir(sys.argv[1])
 sys.path.insert(0, sys.argv[1])
+import wandb, log_utils
+wandb.run = types.SimpleNamespace(project="qam-reproduce", url="none", id="local", name="local")
+wandb.log = wandb.finish = lambda *a, **k: None
+log_utils.setup_wandb = lambda *a, **k: wandb.run
 sys.argv = ["main.py"] + sys.argv[2:]
 runpy.run_path("main.py", run_name="__main__")
 """

@@ -154,9 +154,11 @@ def n_step_return(batch: Batch, horizon: int, discount: float) -> tuple[jax.Arra
     """The chunked n-step pieces shared by chunked agents.
 
     Returns ``(reward_sum, bootstrap_scale, valid)`` per window, where the target is
-    ``reward_sum + bootstrap_scale * next_value``: rewards after an episode end are dropped,
-    the bootstrap is ``gamma^h * mask_{h-1}``, and windows that run more than one step past an
-    episode end are invalid (``valid = 0``).
+    ``reward_sum + bootstrap_scale * next_value`` (``next_value`` read at window index ``h``):
+    rewards after an episode end are dropped, the bootstrap is ``gamma^h * mask_{h-1}``, and
+    windows that run more than one step past an episode end are invalid (``valid = 0``). On
+    ``suite`` windows ``terminals`` is already a running maximum and ``masks`` a running minimum
+    over the valid steps, so the same lines give the suite's return, bootstrap mask and ``valid``.
     """
     rs_t = shifted_terminals(batch.terminals)
     powers = discount ** jnp.arange(horizon, dtype=batch.rewards.dtype)
