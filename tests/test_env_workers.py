@@ -17,9 +17,9 @@ import pytest
 
 from rql.agents import build_config, make_agent
 from rql.data.loading import make_env
-from rql.env_workers import recv, send
 from rql.errors import RQLError
 from rql.evaluation import EnvPool, make_group_policy, run_episodes
+from rql.evaluation.workers import recv, send
 from rql.learner import init_group_state
 from rql.runner.evaluator import AUTO_WORKERS_MIN_EPISODES, eval_workers
 

@@ -40,6 +40,31 @@ def _actions(rng, n: int, dtype) -> np.ndarray:
     return np.asarray(out, dtype=dtype)
 
 
+class _Presser:
+    """Drives the effector onto a button, then lets go (random actions alone press none in scene
+    with MuJoCo 4.0.1): above the button's top, down past it until the button state changes, up.
+    Reads the first environment's simulator; both environments get the same actions."""
+
+    def __init__(self, env, button: int = 0, max_steps: int = 150):
+        self.u, self.button, self.steps, self.max_steps = env.unwrapped, button, 0, max_steps
+        self.start = self.u._cur_button_states.copy()
+
+    @property
+    def done(self) -> bool:
+        return self.steps >= self.max_steps or bool(np.any(self.u._cur_button_states != self.start))
+
+    def action(self, dtype) -> np.ndarray:
+        self.steps += 1
+        top = self.u._data.site_xpos[self.u._button_site_ids[self.button]]
+        eff = self.u._data.site_xpos[self.u._pinch_site_id]
+        above = top + np.array([0.0, 0.0, 0.06])
+        target = above if np.linalg.norm(above[:2] - eff[:2]) > 0.02 else top - np.array([0.0, 0.0, 0.03])
+        a = np.zeros(5)
+        a[:3] = np.clip((target - eff) * 8.0, -1.0, 1.0)
+        a[4] = 1.0
+        return a.astype(dtype)
+
+
 needs_mirrored = pytest.mark.skipif(not lean_ogbench.mirrors_installed_ogbench(),
                                     reason="the installed OGBench differs from the one the lean hooks mirror: "
                                            "they are not installed (test_install_follows_the_mirrored_code)")
@@ -60,7 +85,10 @@ def test_lean_steps_equal_ogbench_steps(task, episodes, length):
             o2, _ = lean.reset(seed=100 + ep)
             np.testing.assert_array_equal(o1, o2)
             dtype = np.float32 if ep % 2 else np.float64  # a policy's actions, and plain floats
+            press = _Presser(plain) if ep == 0 and hasattr(plain.unwrapped, "_button_site_ids") else None
             for a in _actions(rng, 10_000, dtype):
+                if press is not None and not press.done:
+                    a = press.action(dtype)
                 (o1, r1, te1, tr1, i1), (o2, r2, te2, tr2, i2) = plain.step(a), lean.step(a)
                 steps += 1
                 assert o1.dtype == o2.dtype and o1.tobytes() == o2.tobytes(), f"observation differs at step {steps}"

@@ -184,14 +184,10 @@ def _final_eval(run_dir: pathlib.Path, episodes: int, seed: int, workers: int, l
     return res
 
 
-def run_demo(args: DemoArgs, log=print) -> dict:
-    if min(args.steps, args.episodes, args.eval_episodes, args.final_episodes) <= 0:
-        raise RQLError("--steps, --episodes, --eval-episodes and --final-episodes must be positive")
-    t0 = time.time()
-    out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    data_path = _dataset(args, log)
-    t_data = time.time() - t0
+def _train_both(args: DemoArgs, data_path: pathlib.Path, out: pathlib.Path, log) -> None:
+    """RQL here and (with ``args.baseline``) flow BC in a background process, side by side; on any
+    failure or interruption here the background process is stopped too (it saves, and a re-run
+    resumes both)."""
     bc_proc = _start_baseline(args, data_path, out / "flow-bc", log) if args.baseline else None
     try:
         _train_or_resume("rql", args, data_path, out / "rql", "[3/5] RQL", log)
@@ -202,6 +198,55 @@ def run_demo(args: DemoArgs, log=print) -> dict:
             bc_proc.wait()
         raise
 
+
+def _fmt(e: dict) -> str:
+    return f"{e['success']:.3f} (95% CI {e['success_ci_low']:.3f}-{e['success_ci_high']:.3f}, {e['episodes']} episodes)"
+
+
+def _verdict(rql: dict, bc: dict | None) -> tuple[bool | None, str | None]:
+    """Whether RQL's 95% interval lies above flow BC's, and the report's sentence saying how the two
+    intervals lie (both None without a baseline)."""
+    if bc is None:
+        return None, None
+    above = rql["success_ci_low"] > bc["success_ci_high"]
+    if above:
+        return above, "RQL above flow BC: the 95% intervals do not overlap"
+    if bc["success_ci_low"] > rql["success_ci_high"]:
+        return above, "flow BC above RQL: the 95% intervals do not overlap"
+    return above, "the 95% intervals overlap: this budget does not separate the two"
+
+
+def _report_markdown(args: DemoArgs, out: pathlib.Path, report: dict, plot: pathlib.Path) -> str:
+    """``report.md``: what was run, the two final successes, the verdict, the plot and the lab page."""
+    rql, bc, verdict, t_data = report["rql"], report["flow_bc"], report["verdict"], report["data_seconds"]
+    lines = [
+        f"# rql demo: {args.task}",
+        "",
+        f"- data: {args.episodes} episodes generated with OGBench's scripted oracles (`{report['dataset']}`)",
+        f"- training: {args.steps} updates each, `small` network preset, seed {args.seed}",
+        f"- RQL final success: {_fmt(rql)}",
+    ]
+    if bc:
+        lines += [f"- flow BC final success: {_fmt(bc)}", f"- {verdict}"]
+    lines += ["", f"![learning curves]({plot.name})", ""]
+    if report["lab"]:
+        lines += [f"The lab page of the RQL run (flow reversal, the value along reversed chains, RQL's samples "
+                  f"beside flow BC's): [{report['lab']}]({report['lab']})", ""]
+    lines += [f"Runs: `{out / 'rql'}`" + (f", `{out / 'flow-bc'}`" if bc else "") +
+              f". Total time {report['total_seconds'] / 60:.1f} min (data {t_data / 60:.1f} min)."]
+    return "\n".join(lines) + "\n"
+
+
+def run_demo(args: DemoArgs, log=print) -> dict:
+    if min(args.steps, args.episodes, args.eval_episodes, args.final_episodes) <= 0:
+        raise RQLError("--steps, --episodes, --eval-episodes and --final-episodes must be positive")
+    t0 = time.time()
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data_path = _dataset(args, log)
+    t_data = time.time() - t0
+    _train_both(args, data_path, out, log)
+
     from rql.plots import plot_runs
 
     rql = _final_eval(out / "rql", args.final_episodes, args.seed, 2, log)
@@ -211,19 +256,7 @@ def run_demo(args: DemoArgs, log=print) -> dict:
         runs["flow BC"], finals["flow BC"] = out / "flow-bc", bc
     plot = plot_runs(runs, out / "learning_curves.png", finals=finals,
                      title=f"{args.task} ({args.episodes} generated episodes)")
-
-    def fmt(e):
-        return f"{e['success']:.3f} (95% CI {e['success_ci_low']:.3f}-{e['success_ci_high']:.3f}, {e['episodes']} episodes)"
-
-    above = verdict = None
-    if bc is not None:
-        above = rql["success_ci_low"] > bc["success_ci_high"]
-        if above:
-            verdict = "RQL above flow BC: the 95% intervals do not overlap"
-        elif bc["success_ci_low"] > rql["success_ci_high"]:
-            verdict = "flow BC above RQL: the 95% intervals do not overlap"
-        else:
-            verdict = "the 95% intervals overlap: this budget does not separate the two"
+    above, verdict = _verdict(rql, bc)
     report = {
         "task": args.task,
         "dataset": str(data_path),
@@ -238,7 +271,7 @@ def run_demo(args: DemoArgs, log=print) -> dict:
         "plot": plot.name,
         "lab": None,
     }
-    log(f"RQL success {fmt(rql)}" + (f"; flow BC success {fmt(bc)}; {verdict}" if bc else ""))
+    log(f"RQL success {_fmt(rql)}" + (f"; flow BC success {_fmt(bc)}; {verdict}" if bc else ""))
     if args.lab:
         from rql.lab.runlab import run_run_lab
 
@@ -247,22 +280,7 @@ def run_demo(args: DemoArgs, log=print) -> dict:
                     log=lambda *a: None)
         report["lab"] = "lab/index.html"
     report["total_seconds"] = time.time() - t0
-    lines = [
-        f"# rql demo: {args.task}",
-        "",
-        f"- data: {args.episodes} episodes generated with OGBench's scripted oracles (`{data_path}`)",
-        f"- training: {args.steps} updates each, `small` network preset, seed {args.seed}",
-        f"- RQL final success: {fmt(rql)}",
-    ]
-    if bc:
-        lines += [f"- flow BC final success: {fmt(bc)}", f"- {verdict}"]
-    lines += ["", f"![learning curves]({plot.name})", ""]
-    if report["lab"]:
-        lines += [f"The lab page of the RQL run (flow reversal, the value along reversed chains, RQL's samples "
-                  f"beside flow BC's): [{report['lab']}]({report['lab']})", ""]
-    lines += [f"Runs: `{out / 'rql'}`" + (f", `{out / 'flow-bc'}`" if bc else "") +
-              f". Total time {report['total_seconds'] / 60:.1f} min (data {t_data / 60:.1f} min)."]
-    (out / "report.md").write_text("\n".join(lines) + "\n")
+    (out / "report.md").write_text(_report_markdown(args, out, report, plot))
     (out / "report.json").write_text(json.dumps(report, indent=2))
     log(f"report: {out / 'report.md'}; plot: {plot}" +
         (f"; open the lab page: {(out / 'lab' / 'index.html').absolute()}" if report["lab"] else ""))
