@@ -199,7 +199,7 @@ def _train_cls(agent_name: str):
 
 
 def cmd_train(argv: list[str]) -> int:
-    from rql.agents import REGISTRY, build_config, get_spec, resolve_settings
+    from rql.agents import REGISTRY, build_config, check_config, get_spec, resolve_settings
 
     agent_name, argv = _pop_option(argv, "--agent")
     resume = _peek_option(argv, "--resume")
@@ -243,6 +243,7 @@ def cmd_train(argv: list[str]) -> int:
     args = _tyro_parse(cls, argv, "rql train", description,
                        default=cls(agent=shown, settings=resolve_settings(agent_name, settings)))
     agent_cfg = spec.config_cls(**{f.name: getattr(args.agent, f.name) for f in dataclasses.fields(spec.config_cls)})
+    check_config(agent_cfg)  # each --agent.FIELD against its declared range, before anything is read or written
     if args.print_config:
         print(json.dumps(dataclasses.asdict(agent_cfg), indent=2))
         return 0

@@ -13,6 +13,7 @@ import dataclasses
 
 from rql.agents import presets
 from rql.agents.base import Agent, AgentConfig, Batch
+from rql.agents.fields import check_config
 from rql.agents.spec import AgentSpec
 from rql.errors import RQLError
 
@@ -72,7 +73,9 @@ def build_config(agent: str, task: str | None, preset: str | None = None, overri
                  settings: str | None = None):
     """Defaults, then the task's values under the named ``settings`` (the agent's default settings
     when None), then the network preset, then overrides. A config with a ``settings`` field records
-    the name (an override ``settings`` picks them when the argument is None, as sweeps pass it)."""
+    the name (an override ``settings`` picks them when the argument is None, as sweeps pass it).
+    Every field is then checked against its declared range (:func:`rql.agents.fields.check_config`):
+    a value outside it raises :class:`RQLError` with one line naming the field, the value and the range."""
     spec = get_spec(agent)
     overrides = dict(overrides or {})
     fields = {f.name for f in dataclasses.fields(spec.config_cls)}
@@ -96,12 +99,14 @@ def build_config(agent: str, task: str | None, preset: str | None = None, overri
         raise RQLError(f"agent '{agent}' has no field(s) {', '.join(unknown)}; see 'rql train --agent {agent} --help'")
     if "settings" in fields:
         values["settings"] = name
-    return spec.config_cls(**values)
+    config = spec.config_cls(**values)
+    check_config(config)  # each field's declared range (rql.agents.fields); one line naming the field
+    return config
 
 
 def make_agent(agent: str, config, obs_dim: int, action_dim: int) -> Agent:
     return get_spec(agent).make(config, obs_dim, action_dim)
 
 
-__all__ = ["Agent", "AgentConfig", "AgentSpec", "Batch", "REGISTRY", "build_config", "get_spec", "make_agent",
-           "resolve_settings"]
+__all__ = ["Agent", "AgentConfig", "AgentSpec", "Batch", "REGISTRY", "build_config", "check_config", "get_spec",
+           "make_agent", "resolve_settings"]

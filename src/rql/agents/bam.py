@@ -53,6 +53,7 @@ from rql.agents.base import (
     pessimistic,
     polyak,
 )
+from rql.agents.fields import at_least_int, non_negative, positive, positive_int
 from rql.errors import RQLError
 from rql.nets import Ensemble, VelocityField
 
@@ -61,16 +62,18 @@ from rql.nets import Ensemble, VelocityField
 class BAMConfig(SuiteConfig):
     """Basic adjoint matching. Defaults are the suite's ``bam`` ``get_config()``."""
 
-    inv_temp: float = 0.3
+    inv_temp: float = dataclasses.field(default=0.3, metadata=non_negative())
     """Weight of the Q objective against the path KL to the behaviour flow (0: act with the behaviour flow)."""
-    best_of_n: int = 1
+    best_of_n: int = dataclasses.field(default=1, metadata=positive_int())
     """Policy samples per state, for acting and for the critic's next chunk; the highest mean Q is taken."""
     target_actor: bool = True
     """The SDE's reference drift is the Polyak-averaged behaviour flow (else the current one)."""
     residual: bool = False
     """Learn a residual velocity added to the behaviour flow's (else the full velocity)."""
-    clip_grad_norm: float = 1.0
+    clip_grad_norm: float = dataclasses.field(default=1.0, metadata=positive(finite=False))
     """Clip of the global gradient norm before Adam (fixed at 1 in the suite)."""
+    flow_steps: int = dataclasses.field(default=10, metadata=at_least_int(2))
+    """Euler steps F of the flow policy (at least 2: one SDE step and the final Euler step)."""
 
 
 def make(config: BAMConfig, obs_dim: int, action_dim: int) -> Agent:

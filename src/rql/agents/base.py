@@ -32,6 +32,8 @@ from typing import Any, Callable, Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from rql.agents.fields import in_range, layer_sizes, non_negative, positive, positive_int, unit_interval
+
 Windows = Literal["rql", "suite"]
 WINDOWS = ("rql", "suite")
 
@@ -48,13 +50,13 @@ class Batch(NamedTuple):
 class AgentConfig:
     """Fields every agent has. Subclasses add their own, each with the reference default."""
 
-    horizon: int = 1
+    horizon: int = dataclasses.field(default=1, metadata=positive_int())
     """Action chunk length h: the policy outputs h actions, executed open loop."""
-    batch_size: int = 256
+    batch_size: int = dataclasses.field(default=256, metadata=positive_int())
     """Windows per update."""
-    discount: float = 0.99
+    discount: float = dataclasses.field(default=0.99, metadata=in_range(0, 1, lo_open=True))
     """Discount gamma per environment step."""
-    lr: float = 3e-4
+    lr: float = dataclasses.field(default=3e-4, metadata=positive())
     """Adam learning rate."""
     sparse: bool = False
     """Make rewards sparse: -1 wherever the dataset reward is non-zero, 0 elsewhere."""
@@ -69,15 +71,15 @@ class AgentConfig:
 class ActorCriticConfig(AgentConfig):
     """Network fields shared by the methods with an actor and value networks."""
 
-    actor_hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
+    actor_hidden_dims: tuple[int, ...] = dataclasses.field(default=(512, 512, 512, 512), metadata=layer_sizes())
     """Hidden layer sizes of the actor (velocity field or policy)."""
     actor_layer_norm: bool = False
     """LayerNorm after each hidden activation of the actor."""
-    value_hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
+    value_hidden_dims: tuple[int, ...] = dataclasses.field(default=(512, 512, 512, 512), metadata=layer_sizes())
     """Hidden layer sizes of each value/critic network."""
     layer_norm: bool = True
     """LayerNorm after each hidden activation of the value/critic networks."""
-    tau: float = 0.005
+    tau: float = dataclasses.field(default=0.005, metadata=unit_interval())
     """Polyak rate of the target value/critic networks."""
 
 
@@ -85,11 +87,11 @@ class ActorCriticConfig(AgentConfig):
 class SuiteConfig(ActorCriticConfig):
     """Fields every method of the QAM suite has (its defaults; ``--task`` sets the protocol's values)."""
 
-    ensemble: int = 10
+    ensemble: int = dataclasses.field(default=10, metadata=positive_int())
     """Number of critics (the suite's num_qs)."""
-    rho: float = 0.5
+    rho: float = dataclasses.field(default=0.5, metadata=non_negative())
     """Pessimism: critics are aggregated as mean_E - rho * std_E."""
-    flow_steps: int = 10
+    flow_steps: int = dataclasses.field(default=10, metadata=positive_int())
     """Euler steps F of the flow policy."""
     windows: Windows = "suite"
     """How training windows are drawn: 'suite' (the QAM suite's, its default here: starts uniform over

@@ -64,6 +64,7 @@ from rql.agents.base import (
     pessimistic,
     polyak,
 )
+from rql.agents.fields import any_number, non_negative, positive_int
 from rql.errors import RQLError
 from rql.nets import Ensemble, VelocityField
 
@@ -77,17 +78,17 @@ class CGQLConfig(SuiteConfig):
     mode: Literal["simple", "mse", "linex"] = "simple"
     """Which critic guides: 'simple' (critic at t = 1 on the noisy action), 'mse' or 'linex' (a
     time-conditioned critic also distilled on noisy actions with that loss)."""
-    inv_temp: float = 1.0
+    inv_temp: float = dataclasses.field(default=1.0, metadata=non_negative())
     """Inverse temperature beta of the guidance score ``beta * grad Q`` (0 turns guidance off)."""
-    guidance_coef: float = 0.1
+    guidance_coef: float = dataclasses.field(default=0.1, metadata=non_negative())
     """Guidance coefficient theta: weight of the guidance velocity added to the flow's."""
-    noisy_coef: float = 0.001
+    noisy_coef: float = dataclasses.field(default=0.001, metadata=non_negative())
     """Weight of the noisy-action critic loss ('mse' and 'linex' only)."""
-    isd_clip: float = 5.0
+    isd_clip: float = dataclasses.field(default=5.0, metadata=any_number(finite=False))
     """'linex' only: above this exponent the loss continues linearly instead of exponentially."""
     target_guidance: bool = True
     """Sample with the target velocity field (else the online one)."""
-    best_of_n: int = 1
+    best_of_n: int = dataclasses.field(default=1, metadata=positive_int())
     """Guided chunks sampled per state; the one with the highest mean critic value is used."""
 
 

@@ -40,6 +40,7 @@ import optax
 from rql import flow
 from rql.agents.base import Agent, Batch, SuiteConfig, optimizer_step, polyak
 from rql.agents.fbrac import best_of_n, chunk_td, suite_bc_flow_loss, td_loss, value_stats
+from rql.agents.fields import any_number, non_negative, positive_int
 from rql.agents.qam import TanhGaussian, tanh_gaussian_sample
 from rql.nets import Ensemble, VelocityField
 
@@ -48,15 +49,15 @@ from rql.nets import Ensemble, VelocityField
 class DSRLConfig(SuiteConfig):
     """DSRL. Defaults are the suite's ``get_config()``."""
 
-    noise_scale: float = 1.0
+    noise_scale: float = dataclasses.field(default=1.0, metadata=non_negative())
     """Largest magnitude of each noise dimension the actor can choose (tuned per environment)."""
-    target_entropy: float | None = None
+    target_entropy: float | None = dataclasses.field(default=None, metadata=any_number(optional=True))
     """SAC target entropy of the noise actor; None: ``-target_entropy_multiplier * h * action_dim``."""
-    target_entropy_multiplier: float = 0.5
+    target_entropy_multiplier: float = dataclasses.field(default=0.5, metadata=any_number())
     """Multiplier of the chunk's dimension in the automatic target entropy."""
     use_target_latent: bool = True
     """Map noises to chunks with the target (Polyak-averaged) BC flow rather than the trained one."""
-    best_of_n: int = 1
+    best_of_n: int = dataclasses.field(default=1, metadata=positive_int())
     """Steered samples per state for acting and for the critic's next chunk; the one with the
     highest ``mean_E Q`` is taken."""
 

@@ -32,6 +32,7 @@ import optax
 from rql import flow
 from rql.agents.base import Agent, Batch, SuiteConfig, optimizer_step, polyak
 from rql.agents.fbrac import chunk_td, td_loss, value_stats
+from rql.agents.fields import non_negative, positive
 from rql.nets import MLP, Ensemble, VelocityField
 
 
@@ -39,9 +40,9 @@ from rql.nets import MLP, Ensemble, VelocityField
 class FAWACConfig(SuiteConfig):
     """FAWAC. Defaults are the suite's ``get_config()``."""
 
-    inv_temp: float = 10.0
+    inv_temp: float = dataclasses.field(default=10.0, metadata=non_negative())
     """Inverse temperature of the advantage weights ``exp(inv_temp * A)``."""
-    max_weight: float = 100.0
+    max_weight: float = dataclasses.field(default=100.0, metadata=positive(finite=False))
     """Upper clip of the advantage weights (the suite's, after IQL's)."""
 
 

@@ -45,6 +45,7 @@ from rql.agents.base import (
     pessimistic,
     polyak,
 )
+from rql.agents.fields import positive, positive_int
 from rql.nets import Ensemble, VelocityField
 
 
@@ -52,9 +53,9 @@ from rql.nets import Ensemble, VelocityField
 class FBRACConfig(SuiteConfig):
     """FBRAC. Defaults are the suite's ``get_config()``."""
 
-    alpha: float = 100.0
+    alpha: float = dataclasses.field(default=100.0, metadata=positive())
     """Divisor of the Q term: the actor loss is ``bc + q / alpha`` (the behaviour constraint)."""
-    best_of_n: int = 1
+    best_of_n: int = dataclasses.field(default=1, metadata=positive_int())
     """Flow samples per state for acting and for the critic's next chunk; the one with the highest
     ``mean_E Q`` is taken."""
 

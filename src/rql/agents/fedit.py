@@ -37,6 +37,7 @@ import optax
 from rql import flow
 from rql.agents.base import Agent, Batch, SuiteConfig, optimizer_step, polyak
 from rql.agents.fbrac import best_of_n, chunk_td, suite_bc_flow_loss, td_loss, value_stats
+from rql.agents.fields import any_number, non_negative, positive_int
 from rql.agents.qam import TanhGaussian, tanh_gaussian_sample
 from rql.nets import Ensemble, VelocityField
 
@@ -45,13 +46,13 @@ from rql.nets import Ensemble, VelocityField
 class FEditConfig(SuiteConfig):
     """FEdit. Defaults are the suite's ``get_config()``."""
 
-    edit_scale: float = 0.0
+    edit_scale: float = dataclasses.field(default=0.0, metadata=non_negative())
     """Largest change of each action dimension the edit policy can make (tuned per environment)."""
-    edit_target_entropy: float | None = None
+    edit_target_entropy: float | None = dataclasses.field(default=None, metadata=any_number(optional=True))
     """SAC target entropy of the edit policy; None: ``-edit_target_entropy_multiplier * h * action_dim``."""
-    edit_target_entropy_multiplier: float = 0.5
+    edit_target_entropy_multiplier: float = dataclasses.field(default=0.5, metadata=any_number())
     """Multiplier of the chunk's dimension in the automatic target entropy."""
-    best_of_n: int = 1
+    best_of_n: int = dataclasses.field(default=1, metadata=positive_int())
     """Edited samples per state for acting and for the critic's next chunk; the one with the highest
     ``mean_E Q`` is taken."""
 

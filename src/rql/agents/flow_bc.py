@@ -11,6 +11,7 @@ import optax
 
 from rql import flow
 from rql.agents.base import Agent, AgentConfig, Batch, chunk_action_mask, flat_chunk, optimizer_step, polyak
+from rql.agents.fields import layer_sizes, non_negative, positive_int, unit_interval
 from rql.nets import VelocityField
 
 
@@ -18,17 +19,17 @@ from rql.nets import VelocityField
 class FlowBCConfig(AgentConfig):
     """Flow-matching behaviour cloning."""
 
-    horizon: int = 3
+    horizon: int = dataclasses.field(default=3, metadata=positive_int())
     """Action chunk length h."""
-    flow_steps: int = 10
+    flow_steps: int = dataclasses.field(default=10, metadata=positive_int())
     """Euler steps F used for sampling."""
-    actor_hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
+    actor_hidden_dims: tuple[int, ...] = dataclasses.field(default=(512, 512, 512, 512), metadata=layer_sizes())
     """Hidden layer sizes of the velocity field."""
     actor_layer_norm: bool = False
     """LayerNorm after each hidden activation of the velocity field."""
-    actor_out_init_scale: float = 1.0
+    actor_out_init_scale: float = dataclasses.field(default=1.0, metadata=non_negative())
     """Variance-scaling factor of the velocity field's output layer."""
-    ema: float = 0.999
+    ema: float = dataclasses.field(default=0.999, metadata=unit_interval())
     """EMA decay of the actor copy used for evaluation."""
 
 

@@ -44,6 +44,7 @@ from rql.agents.base import (
     pessimistic,
     polyak,
 )
+from rql.agents.fields import non_negative, positive_int
 from rql.nets import MLP, Ensemble, VelocityField
 
 QAgg = Literal["pessimistic", "mean", "min"]
@@ -64,12 +65,12 @@ def window_mean(per_dim: jax.Array, valid: jax.Array) -> jax.Array:
 class FQLConfig(SuiteConfig):
     """Flow Q-Learning. Defaults are the QAM suite's FQL (its get_config)."""
 
-    alpha: float = 100.0
+    alpha: float = dataclasses.field(default=100.0, metadata=non_negative())
     """Weight of the distillation loss (the behaviour constraint; tuned per environment)."""
     q_agg: QAgg = "pessimistic"
     """How the target critic's members are combined: 'pessimistic' (mean - rho * std, the suite's),
     'mean', or 'min' (clipped double Q)."""
-    best_of_n: int = 1
+    best_of_n: int = dataclasses.field(default=1, metadata=positive_int())
     """One-step samples per state for the target's next action and for acting; the one with the
     highest mean Q is taken."""
     normalize_q_loss: bool = False

@@ -38,6 +38,7 @@ from rql.agents.base import (
     optimizer_step,
     polyak,
 )
+from rql.agents.fields import open_unit_interval, positive_int
 from rql.agents.fql import QAgg, aggregate, window_mean
 from rql.nets import MLP, Ensemble, VelocityField
 
@@ -46,11 +47,11 @@ from rql.nets import MLP, Ensemble, VelocityField
 class IFQLConfig(SuiteConfig):
     """Implicit Flow Q-Learning. Defaults are the QAM suite's IFQL (its get_config)."""
 
-    kappa: float = 0.9
+    kappa: float = dataclasses.field(default=0.9, metadata=open_unit_interval(alias=("expectile",)))
     """Expectile of the value loss (IQL's tau; tuned per environment)."""
-    expectile: float | None = None
+    expectile: float | None = dataclasses.field(default=None, metadata=open_unit_interval(optional=True))
     """Alias of kappa (the FQL codebase's name): when given it sets kappa."""
-    num_samples: int = 32
+    num_samples: int = dataclasses.field(default=32, metadata=positive_int())
     """Flow samples per state among which the action is picked by Q."""
     q_agg: QAgg = "pessimistic"
     """How the target critics are combined for the value's regression target: 'pessimistic'

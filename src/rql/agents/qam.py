@@ -66,6 +66,7 @@ from rql.agents.base import (
     pessimistic,
     polyak,
 )
+from rql.agents.fields import any_number, non_negative, positive_int
 from rql.errors import RQLError
 from rql.nets import MLP, Ensemble, VelocityField, default_init
 
@@ -74,13 +75,13 @@ from rql.nets import MLP, Ensemble, VelocityField, default_init
 class QAMConfig(SuiteConfig):
     """Q-learning with Adjoint Matching. Defaults are the suite's ``agents/qam.py``."""
 
-    inv_temp: float = 0.3
+    inv_temp: float = dataclasses.field(default=0.3, metadata=non_negative())
     """Inverse temperature of the tilt exp(inv_temp * Q): the adjoint starts at -inv_temp * dQ/da."""
-    fql_alpha: float = 0.0
+    fql_alpha: float = dataclasses.field(default=0.0, metadata=non_negative())
     """If > 0 (QAM-F): a one-step policy acts, distilled from the fine flow with this weight while maximising Q."""
-    edit_scale: float = 0.0
+    edit_scale: float = dataclasses.field(default=0.0, metadata=non_negative())
     """If > 0 (QAM-E): an edit policy adds at most this much (per dimension) to the fine flow's action."""
-    best_of_n: int = 1
+    best_of_n: int = dataclasses.field(default=1, metadata=positive_int())
     """Actions sampled per state when acting and for the critic target; the one with the highest mean Q is taken."""
     target_actor: bool = True
     """Use the target (Polyak) base flow in the adjoint and as the fine flow's reference."""
@@ -92,9 +93,9 @@ class QAMConfig(SuiteConfig):
     """Clip the global gradient norm to 1 before Adam."""
     use_target_grad: bool = True
     """Take the adjoint's initial gradient from the target critics (else the online ones)."""
-    edit_target_entropy: float | None = None
+    edit_target_entropy: float | None = dataclasses.field(default=None, metadata=any_number(optional=True))
     """Target entropy of the edit policy (None: -edit_target_entropy_multiplier * h * action_dim)."""
-    edit_target_entropy_multiplier: float = 0.5
+    edit_target_entropy_multiplier: float = dataclasses.field(default=0.5, metadata=any_number())
     """Multiplier of the chunk's dimension for the automatic target entropy of the edit policy."""
 
 
@@ -102,7 +103,7 @@ class QAMConfig(SuiteConfig):
 class QAMEConfig(QAMConfig):
     """QAM-E: QAM with an edit policy on top of the fine flow."""
 
-    edit_scale: float = 0.1
+    edit_scale: float = dataclasses.field(default=0.1, metadata=non_negative())
     """If > 0 (QAM-E): an edit policy adds at most this much (per dimension) to the fine flow's action."""
 
 
@@ -110,7 +111,7 @@ class QAMEConfig(QAMConfig):
 class QAMFConfig(QAMConfig):
     """QAM-F: QAM with a one-step policy distilled from the fine flow (FQL-style)."""
 
-    fql_alpha: float = 30.0
+    fql_alpha: float = dataclasses.field(default=30.0, metadata=non_negative())
     """If > 0 (QAM-F): a one-step policy acts, distilled from the fine flow with this weight while maximising Q."""
 
 

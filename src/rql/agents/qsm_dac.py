@@ -54,6 +54,7 @@ from rql.agents.base import (
     pessimistic,
     polyak,
 )
+from rql.agents.fields import at_least_int, layer_sizes, non_negative, positive, positive_int
 from rql.errors import RQLError
 from rql.nets import Ensemble, default_init
 
@@ -64,24 +65,26 @@ class DiffusionQConfig(SuiteConfig):
 
     actor_loss_type: Literal["qsm", "dac"] = "qsm"
     """The actor's critic-guided loss: 'qsm' (Q-score matching) or 'dac' (diffusion actor-critic)."""
-    inv_temp: float = 1.0
+    inv_temp: float = dataclasses.field(default=1.0, metadata=non_negative())
     """Inverse temperature: scale of the Q gradient the QSM loss regresses the noise prediction to."""
-    alpha: float = 0.0
+    alpha: float = dataclasses.field(default=0.0, metadata=non_negative())
     """Weight of the DDPM behaviour-cloning loss."""
     clip_sampler_before: bool = False
     """Sampler: clip the one-step estimate of the clean action to [-1, 1] and take the DDPM posterior
     mean from it (DAC's sampler); otherwise the next iterate is that estimate itself."""
     clip_sampler_after: bool = False
     """Sampler: clip each iterate to [-1, 1] after its noise is added (QSM's sampler)."""
-    flow_steps: int = 10
+    actor_hidden_dims: tuple[int, ...] = dataclasses.field(default=(512, 512, 512, 512), metadata=layer_sizes(1))
+    """Hidden layer sizes of the actor, the noise predictor (at least one; the last also sizes its time condition)."""
+    flow_steps: int = dataclasses.field(default=10, metadata=positive_int())
     """Denoising steps T of the DDPM policy (the suite's diffusion_steps)."""
-    time_dim: int = 64
+    time_dim: int = dataclasses.field(default=64, metadata=at_least_int(2))
     """Size of the learnable Fourier embedding of the denoising step."""
     beta_schedule: Literal["vp", "cosine", "linear"] = "vp"
     """Noise schedule beta_1..beta_T."""
     use_target_critic_grad: bool = True
     """Take the action gradient from the target critic (else from the current critic)."""
-    clip_grad_norm: float = 1.0
+    clip_grad_norm: float = dataclasses.field(default=1.0, metadata=positive(finite=False))
     """Clip of the global gradient norm before Adam."""
 
 

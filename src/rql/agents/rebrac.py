@@ -40,6 +40,7 @@ from rql.agents.base import (
     optimizer_step,
     polyak,
 )
+from rql.agents.fields import non_negative, positive_int
 from rql.agents.fql import QAgg, aggregate
 from rql.nets import Ensemble, GaussianActor
 
@@ -48,24 +49,24 @@ from rql.nets import Ensemble, GaussianActor
 class ReBRACConfig(ActorCriticConfig):
     """ReBRAC. Defaults are the QAM suite's ReBRAC (its get_config)."""
 
-    alpha_actor: float = 0.0
+    alpha_actor: float = dataclasses.field(default=0.0, metadata=non_negative())
     """Weight of the actor's behaviour-cloning penalty (tuned per environment)."""
     windows: Windows = "suite"
     """How training windows are drawn: 'suite' (the QAM suite's, its default here: starts uniform over
     steps, the running minimum of the masks over the valid steps, the true successor state of the last
     valid step) or 'rql' (the official RQL's: an episode drawn uniformly, indices clamped to its last
     step, the last step's mask)."""
-    alpha_critic: float = 0.0
+    alpha_critic: float = dataclasses.field(default=0.0, metadata=non_negative())
     """Weight of the behaviour penalty on the critic's next action (the FQL codebase's; not in the suite)."""
-    actor_freq: int = 2
+    actor_freq: int = dataclasses.field(default=2, metadata=positive_int())
     """Full updates (both targets move; the actor's loss too unless actor_every_step) every N updates."""
-    actor_noise: float = 0.2
+    actor_noise: float = dataclasses.field(default=0.2, metadata=non_negative())
     """Standard deviation of the target policy smoothing noise (and of the acting noise, act_noise)."""
-    actor_noise_clip: float = 0.5
+    actor_noise_clip: float = dataclasses.field(default=0.5, metadata=non_negative())
     """Clip of the target policy smoothing noise."""
-    ensemble: int = 10
+    ensemble: int = dataclasses.field(default=10, metadata=positive_int())
     """Number of critics (the suite's num_qs)."""
-    rho: float = 0.5
+    rho: float = dataclasses.field(default=0.5, metadata=non_negative())
     """Pessimism of q_agg 'pessimistic': critics are aggregated as mean_E - rho * std_E."""
     q_agg: QAgg = "pessimistic"
     """How the critics are combined for the target and the actor: 'pessimistic' (mean - rho * std,
@@ -75,7 +76,7 @@ class ReBRACConfig(ActorCriticConfig):
     (the FQL codebase); the targets move on full updates either way."""
     act_noise: bool = True
     """Act with the clipped smoothing noise added (the suite's sampler); False acts with pi(s) alone."""
-    actor_fc_scale: float = 0.01
+    actor_fc_scale: float = dataclasses.field(default=0.01, metadata=non_negative())
     """Variance-scaling factor of the actor's output layer."""
     settings: str = "suite"
     """Which named settings --task applied ('suite' or 'fql-paper'): a record, set by build_config from

@@ -42,6 +42,7 @@ from rql.agents.base import (
     optimizer_step,
     polyak,
 )
+from rql.agents.fields import non_negative, open_unit_interval, positive_int, unit_interval
 from rql.nets import Ensemble, VelocityField
 
 
@@ -49,21 +50,21 @@ from rql.nets import Ensemble, VelocityField
 class RQLConfig(ActorCriticConfig):
     """Reversal Q-Learning. Defaults are the reference implementation's."""
 
-    horizon: int = 3
+    horizon: int = dataclasses.field(default=3, metadata=positive_int())
     """Action chunk length h (reference default 3; the per-environment presets set 1 or 5)."""
-    alpha: float = 1.0
+    alpha: float = dataclasses.field(default=1.0, metadata=non_negative())
     """Weight of the flow-matching behaviour-cloning loss."""
-    expectile: float = 0.5
+    expectile: float = dataclasses.field(default=0.5, metadata=open_unit_interval())
     """Expectile kappa of the value loss (0.5 is plain squared error)."""
-    rho: float = 0.0
+    rho: float = dataclasses.field(default=0.0, metadata=non_negative())
     """Pessimism: the next value is mean_E - rho * std_E over the target ensemble."""
-    ensemble: int = 10
+    ensemble: int = dataclasses.field(default=10, metadata=positive_int())
     """Number of value networks E."""
-    flow_steps: int = 10
+    flow_steps: int = dataclasses.field(default=10, metadata=positive_int())
     """Euler steps F of the flow, for sampling and for the reversal."""
-    actor_out_init_scale: float = 1.0
+    actor_out_init_scale: float = dataclasses.field(default=1.0, metadata=non_negative())
     """Variance-scaling factor of the velocity field's output layer."""
-    ema: float = 0.999
+    ema: float = dataclasses.field(default=0.999, metadata=unit_interval())
     """EMA decay of the actor copy used for evaluation."""
     value_target: Literal["reversal", "bootstrap"] = "reversal"
     """Ablation: 'reversal' (RQL) or 'bootstrap' through every flow step (F-fold horizon)."""

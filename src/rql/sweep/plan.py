@@ -228,6 +228,23 @@ def agent_config(agent: str, task: str | None, preset: str | None, overrides: di
     return build_config(agent, task, preset, values)
 
 
+def check_ranges(plan: Plan) -> None:
+    """Build every cell's agent config now, at plan time: a value outside its field's declared range
+    (``rql.agents.fields``) fails the whole sweep with one line before any trial runs. A value of the wrong
+    type still fails only its own cells, when the sweep runs (and shows as 'invalid' in a dry run)."""
+    from rql.agents.fields import FieldRangeError
+
+    for task in plan.tasks:
+        for agent in plan.agents:
+            for label, overrides in agent_variants(plan, agent):
+                try:
+                    agent_config(agent, task, plan.preset, overrides)
+                except FieldRangeError as e:
+                    raise FieldRangeError(f"{label}: {e}") from None
+                except RQLError:
+                    pass
+
+
 # ----------------------------------------------------------------------------- the plan
 
 
@@ -415,7 +432,7 @@ def make_plan(args, grid_cli: list[str] = (), set_cli: list[str] = ()) -> Plan:
     run = _run_options(run, opts)
     resources = _resources(opts.get("resources_per_run"))
     _check_preset(opts.get("preset"), agents)
-    return Plan(
+    plan = Plan(
         out=pathlib.Path(str(opts["out"])).expanduser().resolve(),
         tasks=tasks, agents=agents, seeds=seeds,
         grid=[(s, f, v) for (s, f), v in grid.items()],
@@ -431,6 +448,8 @@ def make_plan(args, grid_cli: list[str] = (), set_cli: list[str] = ()) -> Plan:
         compile_cache=_local_path(opts.get("compile_cache")),
         compare=args.compare,
     )
+    check_ranges(plan)
+    return plan
 
 
 # ----------------------------------------------------------------------------- the cells
