@@ -78,6 +78,8 @@ def check_contract(name, data, tmp_path):
     cfg = tiny_config(name)
     agent = spec.make(cfg, OBS, ACT)
     assert agent.config.horizon == H
+    # Each method trains on its own reference's windows: RQL's for rql and flow BC, the suite's for the rest.
+    assert cfg.windows == ("rql" if name in ("rql", "flow-bc") else "suite")
     run_block = make_group_block(agent, H, B, BLOCK)
 
     group = init_group_state(agent, [0, 7])

@@ -13,7 +13,8 @@ def write_shards(folder, n_shards=4, rows=(60, 80, 70, 90), seed=0):
         n = rows[i]
         t = np.zeros(n, bool)
         t[n // 2 - 1] = t[-1] = True
-        np.savez(folder / f"part-{i:03d}.npz", observations=np.full((n, 3), i, np.float32) + rng.normal(0, .1, (n, 3)).astype(np.float32),
+        obs = np.full((n, 3), i, np.float32) + rng.normal(0, .1, (n, 3)).astype(np.float32)
+        np.savez(folder / f"part-{i:03d}.npz", observations=obs, next_observations=obs + 100.0,
                  actions=rng.uniform(-1, 1, (n, 2)).astype(np.float32), rewards=-np.ones(n, np.float32), terminals=t)
     np.savez(folder / "part-000-val.npz", observations=np.zeros((1, 3)))  # skipped
 
@@ -44,6 +45,11 @@ def test_sharded_folder_trains_with_at_most_two_shards_resident(tmp_path):
         assert d.observations.shape == (90, 3)  # one padded shape for every shard
         shard = int(round(float(np.asarray(d.observations)[0, 0])))
         assert shard == shard_index(step, 4, 10, 0)
+        # Each shard keeps its own episodes' successor rows (the suite's windows bootstrap from them).
+        n = int(d.size)
+        ends = np.asarray(d.end_steps)[:2]
+        assert n == (60, 80, 70, 90)[shard] and ends.tolist() == [n // 2 - 1, n - 1]
+        np.testing.assert_allclose(np.asarray(d.end_next_observations)[:2], np.asarray(d.observations)[ends] + 100.0)
         seen.add(shard)
         assert len(sd._held) <= 2
     sd.close()

@@ -43,17 +43,17 @@ import jax.numpy as jnp
 import optax
 
 from rql import flow
-from rql.agents.base import (
+from rql.agents.fields import at_least_int, non_negative, positive, positive_int
+from rql.agents.kit import (
     Agent,
     Batch,
     SuiteConfig,
     flat_chunk,
     n_step_return,
-    optimizer_step,
     pessimistic,
-    polyak,
+    suite_spec,
+    update_with_targets,
 )
-from rql.agents.fields import at_least_int, non_negative, positive, positive_int
 from rql.errors import RQLError
 from rql.nets import Ensemble, VelocityField
 
@@ -205,15 +205,7 @@ def make(config: BAMConfig, obs_dim: int, action_dim: int) -> Agent:
         total = terms["critic"] + terms["flow"] + terms["adjoint"]
         return total, {"loss/total": total, **{f"loss/{k}": v for k, v in terms.items()}, **stats}
 
-    def update(state, batch: Batch, key):
-        params, opt_state, metrics = optimizer_step(tx, lambda p: losses(p, state, batch, key), state)
-        new_state = {
-            "params": params,
-            "target_critic": polyak(state["params"]["critic"], state["target_critic"], c.tau),
-            "target_slow": polyak(state["params"]["slow"], state["target_slow"], c.tau),
-            "opt_state": opt_state,
-        }
-        return new_state, metrics
+    update = update_with_targets(tx, losses, ("critic", "slow"), c.tau)
 
     def act(state, obs, key):
         params = state["params"]
@@ -233,8 +225,6 @@ def make(config: BAMConfig, obs_dim: int, action_dim: int) -> Agent:
 
 
 def specs() -> list:
-    from rql.agents.extra import suite_spec
-
     return [
         suite_spec("bam", "BAM: flow policy maximising Q through the memoryless SDE of a behaviour flow, path-KL regularised",
                    BAMConfig, make),

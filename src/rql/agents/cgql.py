@@ -54,17 +54,17 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from rql.agents.base import (
+from rql.agents.fields import any_number, non_negative, positive_int
+from rql.agents.kit import (
     Agent,
     Batch,
     SuiteConfig,
     flat_chunk,
     n_step_return,
-    optimizer_step,
     pessimistic,
-    polyak,
+    suite_spec,
+    update_with_targets,
 )
-from rql.agents.fields import any_number, non_negative, positive_int
 from rql.errors import RQLError
 from rql.nets import Ensemble, VelocityField
 
@@ -240,15 +240,7 @@ def make(config: CGQLConfig, obs_dim: int, action_dim: int) -> Agent:
             total = total + c.noisy_coef * terms["noisy_critic"]
         return total, {"loss/total": total, **{f"loss/{k}": v for k, v in terms.items()}, **stats}
 
-    def update(state, batch: Batch, key):
-        params, opt_state, metrics = optimizer_step(tx, lambda p: losses(p, state, batch, key), state)
-        new_state = {
-            "params": params,
-            "target_actor": polyak(state["params"]["actor"], state["target_actor"], c.tau),
-            "target_critic": polyak(state["params"]["critic"], state["target_critic"], c.tau),
-            "opt_state": opt_state,
-        }
-        return new_state, metrics
+    update = update_with_targets(tx, losses, ("actor", "critic"), c.tau)
 
     def act(state, obs, key):
         return sample_best(state, obs, key).reshape(obs.shape[0], h, action_dim)
@@ -268,8 +260,6 @@ def make(config: CGQLConfig, obs_dim: int, action_dim: int) -> Agent:
 
 
 def specs() -> list:
-    from rql.agents.extra import suite_spec
-
     return [
         suite_spec("cgql", "CGQL: behaviour flow steered by the critic's action gradient (classifier guidance)",
                    CGQLConfig, make),

@@ -17,6 +17,7 @@ Named settings (``rql train --settings``):
 from __future__ import annotations
 
 from rql.agents import presets
+from rql.agents.kit import SMALL
 
 # FQL's BC coefficient and critic aggregation per environment (the FQL README's exact flags for
 # its paper's OGBench results). Discounts there: 0.995 for antmaze-giant, humanoidmaze, antsoccer.
@@ -67,10 +68,6 @@ FQL_PAPER_BASE = {
                    actor_every_step=False, act_noise=False),
 }
 
-# 2x256 networks and two critics (clipped double Q where the method takes the minimum).
-SMALL = dict(actor_hidden_dims=(256, 256), value_hidden_dims=(256, 256), ensemble=2)
-
-
 def _paper_preset(method: str, table: dict):
     def preset(task: str) -> dict:
         values = dict(FQL_PAPER_BASE[method])
@@ -88,14 +85,6 @@ rebrac_paper_preset = _paper_preset("rebrac", REBRAC_ENV)
 
 # Modules of the QAM suite's other methods; each has ``specs() -> list[AgentSpec]``.
 SUITE_MODULES: tuple[str, ...] = ("bam", "cgql", "dsrl", "fawac", "fbrac", "fedit", "qam", "qsm_dac")
-
-
-def suite_spec(name: str, description: str, config_cls: type, make):
-    """The registry entry of a suite method: the suite's protocol under ``--task``, ``small`` = 2x256, 2 critics."""
-    from rql.agents import suite
-    from rql.agents.spec import AgentSpec
-
-    return AgentSpec(name, description, config_cls, make, suite.env_preset(name), {"small": SMALL, "reference": {}})
 
 
 def specs() -> list:

@@ -30,9 +30,8 @@ import jax.numpy as jnp
 import optax
 
 from rql import flow
-from rql.agents.base import Agent, Batch, SuiteConfig, optimizer_step, polyak
-from rql.agents.fbrac import chunk_td, td_loss, value_stats
 from rql.agents.fields import non_negative, positive
+from rql.agents.kit import Agent, Batch, SuiteConfig, chunk_td, suite_spec, td_loss, update_with_targets, value_stats
 from rql.nets import MLP, Ensemble, VelocityField
 
 
@@ -121,14 +120,7 @@ def make(config: FAWACConfig, obs_dim: int, action_dim: int) -> Agent:
         total = terms["critic"] + terms["value"] + terms["actor"]
         return total, {"loss/total": total, **{f"loss/{k}": v for k, v in terms.items()}, **stats}
 
-    def update(state, batch: Batch, key):
-        params, opt_state, metrics = optimizer_step(tx, lambda p: losses(p, state, batch, key), state)
-        new_state = {
-            "params": params,
-            "target_critic": polyak(state["params"]["critic"], state["target_critic"], c.tau),
-            "opt_state": opt_state,
-        }
-        return new_state, metrics
+    update = update_with_targets(tx, losses, ("critic",), c.tau)
 
     def act(state, obs, key):
         return sample_actions(state["params"], obs, key).reshape(obs.shape[0], h, action_dim)
@@ -139,6 +131,4 @@ def make(config: FAWACConfig, obs_dim: int, action_dim: int) -> Agent:
 
 
 def specs() -> list:
-    from rql.agents.extra import suite_spec
-
     return [suite_spec("fawac", "FAWAC: flow matching weighted by exp(inv_temp * advantage)", FAWACConfig, make)]

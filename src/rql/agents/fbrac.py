@@ -21,31 +21,32 @@ then the target critic moves (Polyak ``tau``) towards the parameters the step st
 Acting samples ``pi_theta(s, z)`` (best of ``best_of_n`` by ``mean_E Q``). Defaults are the
 suite's ``get_config()``; ``--task`` sets its common protocol and the per-environment ``alpha``.
 
-The helpers below (the suite's TD loss, its valid-weighted flow-matching loss, best-of-n
-selection) are shared by this module's siblings fawac, fedit and dsrl.
+Its helpers (the suite's TD loss, its valid-weighted flow-matching loss, best-of-n selection) live
+in :mod:`rql.agents.kit`, shared with fawac, fedit and dsrl.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from rql import flow
-from rql.agents.base import (
+from rql.agents.fields import positive, positive_int
+from rql.agents.kit import (
     Agent,
     Batch,
     SuiteConfig,
-    flat_chunk,
-    n_step_return,
-    optimizer_step,
-    pessimistic,
-    polyak,
+    best_of_n,
+    chunk_td,
+    suite_bc_flow_loss,
+    suite_spec,
+    td_loss,
+    update_with_targets,
+    value_stats,
 )
-from rql.agents.fields import positive, positive_int
 from rql.nets import Ensemble, VelocityField
 
 
@@ -58,58 +59,6 @@ class FBRACConfig(SuiteConfig):
     best_of_n: int = dataclasses.field(default=1, metadata=positive_int())
     """Flow samples per state for acting and for the critic's next chunk; the one with the highest
     ``mean_E Q`` is taken."""
-
-
-# --- shared by the suite's flow agents in this package (fbrac, fawac, fedit, dsrl) ---------------
-
-
-def suite_bc_flow_loss(velocity: flow.Velocity, obs, actions, valid, key):
-    """The suite's flow-matching loss: ``mean_B valid * mean_dims (v(s, x_t, t) - (a - x0))^2``.
-
-    Draws ``x0 ~ N(0, I)`` then ``t ~ U(0, 1)`` (that order) from ``key``."""
-    k_x0, k_t = jax.random.split(key)
-    x0 = jax.random.normal(k_x0, actions.shape)
-    t = jax.random.uniform(k_t, (actions.shape[0], 1))
-    x_t, target_vel = flow.interpolate(x0, actions, t)
-    return jnp.mean(jnp.mean(jnp.square(velocity(obs, x_t, t) - target_vel), axis=-1) * valid)
-
-
-def chunk_td(batch: Batch, horizon: int, discount: float):
-    """``(s_0, s_h, a, reward_sum, bootstrap, valid)`` of the chunked n-step target."""
-    reward_sum, bootstrap, valid = n_step_return(batch, horizon, discount)
-    s0, sh = batch.observations[:, 0], batch.observations[:, horizon]
-    return s0, sh, flat_chunk(batch, horizon), reward_sum, bootstrap, valid
-
-
-def td_loss(qs, next_qs, reward_sum, bootstrap, valid, rho: float):
-    """``mean_{E,B} valid (Q_e - y)^2`` with ``y = reward_sum + bootstrap * (mean_E - rho std_E)(next_qs)``
-    (no gradient through ``y``). Returns ``(loss, y)``."""
-    target = jax.lax.stop_gradient(reward_sum + bootstrap * pessimistic(next_qs, rho))
-    return jnp.mean(jnp.square(qs - target) * valid), target
-
-
-def best_of_n(q_fn: Callable, obs, candidates):
-    """The candidate (``(B, n, D)``) with the highest ``mean_E q_fn(obs, candidate)`` per state.
-    With one candidate the critic is not evaluated (the choice is the same)."""
-    n = candidates.shape[1]
-    if n == 1:
-        return candidates[:, 0]
-    q = q_fn(jnp.repeat(obs[:, None], n, axis=1), candidates).mean(axis=0)  # (B, n)
-    idx = jnp.argmax(q, axis=-1)
-    return jnp.take_along_axis(candidates, idx[:, None, None], axis=1)[:, 0]
-
-
-def value_stats(qs, target, valid) -> dict:
-    return {
-        "value/q_mean": qs.mean(),
-        "value/q_min": qs.min(),
-        "value/q_max": qs.max(),
-        "value/target_mean": target.mean(),
-        "data/valid_fraction": valid.mean(),
-    }
-
-
-# ------------------------------------------------------------------------------------------------
 
 
 def make(config: FBRACConfig, obs_dim: int, action_dim: int) -> Agent:
@@ -169,14 +118,7 @@ def make(config: FBRACConfig, obs_dim: int, action_dim: int) -> Agent:
         total = terms["critic"] + terms["bc"] + terms["q"] / c.alpha
         return total, {"loss/total": total, **{f"loss/{k}": v for k, v in terms.items()}, **stats}
 
-    def update(state, batch: Batch, key):
-        params, opt_state, metrics = optimizer_step(tx, lambda p: losses(p, state, batch, key), state)
-        new_state = {
-            "params": params,
-            "target_critic": polyak(state["params"]["critic"], state["target_critic"], c.tau),
-            "opt_state": opt_state,
-        }
-        return new_state, metrics
+    update = update_with_targets(tx, losses, ("critic",), c.tau)
 
     def act(state, obs, key):
         return sample_actions(state["params"], obs, key).reshape(obs.shape[0], h, action_dim)
@@ -187,7 +129,5 @@ def make(config: FBRACConfig, obs_dim: int, action_dim: int) -> Agent:
 
 
 def specs() -> list:
-    from rql.agents.extra import suite_spec
-
     return [suite_spec("fbrac", "FBRAC: BC flow pushed up Q by backpropagation through its Euler steps",
                        FBRACConfig, make)]

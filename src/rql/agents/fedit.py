@@ -35,10 +35,21 @@ import jax.numpy as jnp
 import optax
 
 from rql import flow
-from rql.agents.base import Agent, Batch, SuiteConfig, optimizer_step, polyak
-from rql.agents.fbrac import best_of_n, chunk_td, suite_bc_flow_loss, td_loss, value_stats
 from rql.agents.fields import any_number, non_negative, positive_int
-from rql.agents.qam import TanhGaussian, tanh_gaussian_sample
+from rql.agents.kit import (
+    Agent,
+    Batch,
+    SuiteConfig,
+    TanhGaussian,
+    best_of_n,
+    chunk_td,
+    suite_bc_flow_loss,
+    suite_spec,
+    tanh_gaussian_sample,
+    td_loss,
+    update_with_targets,
+    value_stats,
+)
 from rql.nets import Ensemble, VelocityField
 
 
@@ -138,14 +149,7 @@ def make(config: FEditConfig, obs_dim: int, action_dim: int) -> Agent:
         total = terms["critic"] + actor
         return total, {"loss/total": total, **{f"loss/{k}": v for k, v in terms.items()}, **stats}
 
-    def update(state, batch: Batch, key):
-        params, opt_state, metrics = optimizer_step(tx, lambda p: losses(p, state, batch, key), state)
-        new_state = {
-            "params": params,
-            "target_critic": polyak(state["params"]["critic"], state["target_critic"], c.tau),
-            "opt_state": opt_state,
-        }
-        return new_state, metrics
+    update = update_with_targets(tx, losses, ("critic",), c.tau)
 
     def act(state, obs, key):
         return sample_actions(state["params"], obs, key).reshape(obs.shape[0], h, action_dim)
@@ -156,6 +160,4 @@ def make(config: FEditConfig, obs_dim: int, action_dim: int) -> Agent:
 
 
 def specs() -> list:
-    from rql.agents.extra import suite_spec
-
     return [suite_spec("fedit", "FEdit: BC flow plus a SAC edit policy bounded by edit_scale", FEditConfig, make)]

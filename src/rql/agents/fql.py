@@ -27,39 +27,26 @@ fql-paper`` gives the FQL paper's values (two critics, mean or min per environme
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from rql import flow
-from rql.agents.base import (
+from rql.agents.fields import non_negative, positive_int
+from rql.agents.kit import (
     Agent,
     Batch,
+    QAgg,
     SuiteConfig,
+    aggregate,
     flat_chunk,
     n_step_return,
-    optimizer_step,
     pessimistic,
-    polyak,
+    update_with_targets,
+    window_mean,
 )
-from rql.agents.fields import non_negative, positive_int
 from rql.nets import MLP, Ensemble, VelocityField
-
-QAgg = Literal["pessimistic", "mean", "min"]
-
-def aggregate(qs: jax.Array, how: str, rho: float) -> jax.Array:
-    """Combine an ensemble's values (axis 0): ``mean - rho * std``, the mean, or the minimum."""
-    if how == "pessimistic":
-        return pessimistic(qs, rho)
-    return qs.min(axis=0) if how == "min" else qs.mean(axis=0)
-
-
-def window_mean(per_dim: jax.Array, valid: jax.Array) -> jax.Array:
-    """Mean over windows of the per-window mean over dims, invalid windows zeroed (the suite's masking)."""
-    return jnp.mean(per_dim.mean(axis=-1) * valid)
-
 
 @dataclasses.dataclass
 class FQLConfig(SuiteConfig):
@@ -171,15 +158,8 @@ def make(config: FQLConfig, obs_dim: int, action_dim: int) -> Agent:
         total = terms["critic"] + terms["bc"] + c.alpha * terms["distill"] + terms["q"]
         return total, {"loss/total": total, **{f"loss/{k}": v for k, v in terms.items()}, **stats}
 
-    def update(state, batch: Batch, key):
-        params, opt_state, metrics = optimizer_step(tx, lambda p: losses(p, state, batch, key), state)
-        # The target moves towards the parameters the step started from, as the reference does.
-        new_state = {
-            "params": params,
-            "target_critic": polyak(state["params"]["critic"], state["target_critic"], c.tau),
-            "opt_state": opt_state,
-        }
-        return new_state, metrics
+    # The target moves towards the parameters the step started from, as the reference does.
+    update = update_with_targets(tx, losses, ("critic",), c.tau)
 
     def act(state, obs, key):
         noise = jax.random.normal(key, (obs.shape[0], N, chunk_dim))

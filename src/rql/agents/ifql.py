@@ -28,18 +28,19 @@ import jax.numpy as jnp
 import optax
 
 from rql import flow
-from rql.agents.base import (
+from rql.agents.fields import open_unit_interval, positive_int
+from rql.agents.kit import (
     Agent,
     Batch,
+    QAgg,
     SuiteConfig,
+    aggregate,
     expectile_loss,
     flat_chunk,
     n_step_return,
-    optimizer_step,
-    polyak,
+    update_with_targets,
+    window_mean,
 )
-from rql.agents.fields import open_unit_interval, positive_int
-from rql.agents.fql import QAgg, aggregate, window_mean
 from rql.nets import MLP, Ensemble, VelocityField
 
 
@@ -135,14 +136,7 @@ def make(config: IFQLConfig, obs_dim: int, action_dim: int) -> Agent:
         total = terms["value"] + terms["critic"] + terms["bc"]
         return total, {"loss/total": total, **{f"loss/{k}": v for k, v in terms.items()}, **stats}
 
-    def update(state, batch: Batch, key):
-        params, opt_state, metrics = optimizer_step(tx, lambda p: losses(p, state, batch, key), state)
-        new_state = {
-            "params": params,
-            "target_critic": polyak(state["params"]["critic"], state["target_critic"], c.tau),
-            "opt_state": opt_state,
-        }
-        return new_state, metrics
+    update = update_with_targets(tx, losses, ("critic",), c.tau)
 
     def candidates(params, obs, key):
         """(B, N, chunk_dim) flow samples per state."""

@@ -49,26 +49,27 @@ the values the suite uses most across its environments; ``--task`` sets the suit
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from typing import Callable
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 
-from rql.agents.base import (
+from rql.agents.fields import any_number, non_negative, positive_int
+from rql.agents.kit import (
     Agent,
     Batch,
     SuiteConfig,
+    TanhGaussian,
     flat_chunk,
     n_step_return,
-    optimizer_step,
     pessimistic,
-    polyak,
+    suite_spec,
+    tanh_gaussian_sample,
+    update_with_targets,
 )
-from rql.agents.fields import any_number, non_negative, positive_int
 from rql.errors import RQLError
-from rql.nets import MLP, Ensemble, VelocityField, default_init
+from rql.nets import MLP, Ensemble, VelocityField
 
 
 @dataclasses.dataclass
@@ -113,32 +114,6 @@ class QAMFConfig(QAMConfig):
 
     fql_alpha: float = dataclasses.field(default=30.0, metadata=non_negative())
     """If > 0 (QAM-F): a one-step policy acts, distilled from the fine flow with this weight while maximising Q."""
-
-
-class TanhGaussian(nn.Module):
-    """``(mean, log_std)`` of a Gaussian from an MLP trunk (GELU after every layer), two linear heads;
-    ``log_std`` clipped to [-20, 2]. Samples are squashed with tanh (see :func:`tanh_gaussian_sample`)."""
-
-    hidden_dims: Sequence[int]
-    action_dim: int
-
-    @nn.compact
-    def __call__(self, x):
-        for size in self.hidden_dims:
-            x = nn.gelu(nn.Dense(size, kernel_init=default_init())(x))
-        mean = nn.Dense(self.action_dim, kernel_init=default_init())(x)
-        log_std = nn.Dense(self.action_dim, kernel_init=default_init())(x)
-        return mean, jnp.clip(log_std, -20.0, 2.0)
-
-
-def tanh_gaussian_sample(mean, log_std, key):
-    """A reparameterised sample ``tanh(mean + std * eps)`` and its log-density (summed over the last axis)."""
-    eps = jax.random.normal(key, mean.shape, mean.dtype)
-    u = mean + jnp.exp(log_std) * eps
-    log_normal = -0.5 * jnp.square(eps) - log_std - 0.5 * jnp.log(2.0 * jnp.pi)
-    # log |d tanh(u) / du| = log(1 - tanh(u)^2), in a form that is stable for large |u|.
-    log_det = 2.0 * (jnp.log(2.0) - u - jax.nn.softplus(-2.0 * u))
-    return jnp.tanh(u), jnp.sum(log_normal - log_det, axis=-1)
 
 
 def memoryless_sigma(t, h):
@@ -380,16 +355,8 @@ def make(config: QAMConfig, obs_dim: int, action_dim: int, name: str = "qam") ->
         loss = total(terms)
         return loss, {"loss/total": loss, **{f"loss/{k}": v for k, v in terms.items()}, **stats}
 
-    def update(state, batch: Batch, key):
-        params, opt_state, metrics = optimizer_step(tx, lambda p: losses(p, state, batch, key), state)
-        # The targets move towards the parameters the step started from, as the suite does.
-        new_state = {
-            "params": params,
-            "target_critic": polyak(state["params"]["critic"], state["target_critic"], c.tau),
-            "target_base": polyak(state["params"]["base"], state["target_base"], c.tau),
-            "opt_state": opt_state,
-        }
-        return new_state, metrics
+    # The targets move towards the parameters the step started from, as the suite does.
+    update = update_with_targets(tx, losses, ("critic", "base"), c.tau)
 
     def act(state, obs, key):
         return sample_actions(state["params"], obs, key).reshape(obs.shape[0], h, action_dim)
@@ -420,7 +387,5 @@ VARIANTS = (
 
 def specs() -> list:
     import functools
-
-    from rql.agents.extra import suite_spec
 
     return [suite_spec(n, d, cls, functools.partial(make, name=n)) for n, d, cls in VARIANTS]

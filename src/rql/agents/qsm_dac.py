@@ -44,17 +44,17 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from rql.agents.base import (
+from rql.agents.fields import at_least_int, layer_sizes, non_negative, positive, positive_int
+from rql.agents.kit import (
     Agent,
     Batch,
     SuiteConfig,
     flat_chunk,
     n_step_return,
-    optimizer_step,
     pessimistic,
-    polyak,
+    suite_spec,
+    update_with_targets,
 )
-from rql.agents.fields import at_least_int, layer_sizes, non_negative, positive, positive_int
 from rql.errors import RQLError
 from rql.nets import Ensemble, default_init
 
@@ -289,14 +289,7 @@ def make(config: DiffusionQConfig, obs_dim: int, action_dim: int) -> Agent:
         total = terms["critic"] + c.alpha * terms["bc"] + terms["actor"]
         return total, {"loss/total": total, **{f"loss/{k}": v for k, v in terms.items()}, **stats}
 
-    def update(state, batch: Batch, key):
-        params, opt_state, metrics = optimizer_step(tx, lambda p: losses(p, state, batch, key), state)
-        new_state = {
-            "params": params,
-            "target_critic": polyak(state["params"]["critic"], state["target_critic"], c.tau),
-            "opt_state": opt_state,
-        }
-        return new_state, metrics
+    update = update_with_targets(tx, losses, ("critic",), c.tau)
 
     def act(state, obs, key):
         a = jnp.clip(sample(state["params"]["actor"], obs, key), -1.0, 1.0)
@@ -315,8 +308,6 @@ def make(config: DiffusionQConfig, obs_dim: int, action_dim: int) -> Agent:
 
 
 def specs() -> list:
-    from rql.agents.extra import suite_spec
-
     return [
         suite_spec("qsm", "QSM: DDPM policy whose noise prediction matches the critic's action gradient",
                    QSMConfig, make),

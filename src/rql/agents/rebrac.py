@@ -30,18 +30,19 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from rql.agents.base import (
+from rql.agents.fields import non_negative, positive_int
+from rql.agents.kit import (
     ActorCriticConfig,
     Agent,
     Batch,
+    QAgg,
     Windows,
+    aggregate,
     flat_chunk,
     n_step_return,
     optimizer_step,
     polyak,
 )
-from rql.agents.fields import non_negative, positive_int
-from rql.agents.fql import QAgg, aggregate
 from rql.nets import Ensemble, GaussianActor
 
 
