@@ -6,8 +6,6 @@ successor rows each loader keeps, the online buffer's suite windows, and the fie
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -155,8 +153,9 @@ def test_suite_windows_from_the_online_buffer():
 
 
 def test_block_trains_on_the_agents_windows():
-    """A compiled block samples the windows its agent declares: with ``windows rql`` a suite method
-    trains exactly as a hand loop over RQL's windows, and differently from its suite windows."""
+    """A compiled block samples the windows its agent's config declares: it trains exactly as a hand
+    loop over those windows, and differently on the other semantics (flow BC: the cheapest to compile;
+    every agent reads its windows through the same ``windows_of``)."""
     n = 300
     rng = np.random.default_rng(0)
     term = np.zeros(n)
@@ -165,43 +164,37 @@ def test_block_trains_on_the_agents_windows():
                   rewards=-1.0 * (rng.uniform(size=n) < 0.5), terminals=term, masks=(rng.uniform(size=n) < 0.9) * 1.0,
                   next_observations=rng.normal(size=(n, 3)))
     d = to_device(validate(arrays, "r", horizon=2))
-    tiny = dict(horizon=2, batch_size=8, actor_hidden_dims=(8,), value_hidden_dims=(8,), ensemble=2, flow_steps=2)
+    tiny = dict(horizon=2, batch_size=8, actor_hidden_dims=(8,))
     out = {}
-    for windows in ("rql", "suite"):
-        agent = make_agent("fql", build_config("fql", None, None, {**tiny, "windows": windows}), 3, 2)
-        block = make_block(agent, 2, 8, 2)
+    for windows in ("suite", "rql"):
+        agent = make_agent("flow-bc", build_config("flow-bc", None, None, {**tiny, "windows": windows}), 3, 2)
         ts = init_train_state(agent, 0)
-        by_block, _ = block(jax.tree_util.tree_map(jnp.copy, ts), d)
-        state, key = ts["agent"], ts["key"]
+        by_block, _ = make_block(agent, 2, 8, 2)(jax.tree_util.tree_map(jnp.copy, ts), d)
+        out[windows] = jax.tree_util.tree_leaves(by_block["agent"]["params"])
+        if windows != "suite":
+            continue
 
         @jax.jit
-        def hand_step(state, key):
-            key, k_sample, k_update = jax.random.split(key, 3)
-            return agent.update(state, sample_windows(d, k_sample, 8, 2, windows), k_update)[0], key
+        def hand(state, key):
+            for _ in range(2):
+                key, k_sample, k_update = jax.random.split(key, 3)
+                state = agent.update(state, sample_windows(d, k_sample, 8, 2, "suite"), k_update)[0]
+            return state
 
-        for _ in range(2):
-            state, key = hand_step(state, key)
+        state = hand(ts["agent"], ts["key"])
         for a, b in zip(jax.tree_util.tree_leaves(by_block["agent"]), jax.tree_util.tree_leaves(state)):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=1e-6)
-        out[windows] = jax.tree_util.tree_leaves(by_block["agent"]["params"])
     assert any(not np.allclose(a, b) for a, b in zip(out["rql"], out["suite"]))
+    assert build_config("fql", None, None, {"windows": "rql"}).windows == "rql"
 
 
 @pytest.mark.parametrize("agent,flags,expected", [
     ("fql", [], "suite"), ("rebrac", [], "suite"), ("qam", [], "suite"), ("rql", [], "rql"),
     ("flow-bc", [], "rql"), ("fql", ["--agent.windows", "rql"], "rql"),
 ])
-def test_print_config_names_the_windows(agent, flags, expected):
-    if agent in ("fql", "rql") and not flags:  # one process for the rest; the CLI for two
-        out = subprocess.run([sys.executable, "-m", "rql.cli", "train", "--agent", agent, "--task",
-                              "cube-single-play-singletask-task2-v0", "--print-config"],
-                             capture_output=True, text=True, timeout=120)
-        assert out.returncode == 0, out.stderr
-        assert json.loads(out.stdout)["windows"] == expected
-    elif flags:
-        out = subprocess.run([sys.executable, "-m", "rql.cli", "train", "--agent", agent, *flags, "--print-config"],
-                             capture_output=True, text=True, timeout=120)
-        assert out.returncode == 0, out.stderr
-        assert json.loads(out.stdout)["windows"] == expected
-    else:
-        assert build_config(agent, "cube-single-play-singletask-task2-v0").windows == expected
+def test_print_config_names_the_windows(agent, flags, expected, capsys):
+    from rql.cli import main
+
+    task = ["--task", "cube-single-play-singletask-task2-v0"] if not flags else []
+    assert main(["train", "--agent", agent, *task, *flags, "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out)["windows"] == expected
