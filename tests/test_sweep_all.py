@@ -19,7 +19,7 @@ TINY = ["agent.actor_hidden_dims=[8]", "agent.value_hidden_dims=[8]", "agent.ens
 SCHEDULE = ["--steps", "20", "--eval-every", "0", "--eval-episodes", "1", "--eval-envs", "1", "--log-every", "10"]
 # The reference algorithm and one of the QAM suite's (a value-guided sampler); the dry run above
 # covers every agent's settings, and each agent's contract test trains it.
-REAL = ["rql", "qam"]
+REAL = ["rql", "fql"]  # two families: RQL and a suite method (the cheapest of the suite to compile)
 
 
 def test_sweep_over_all_agents_expands_every_agent(tiny_ogbench, tmp_path, capsys):

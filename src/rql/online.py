@@ -57,7 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rql.agents.base import Batch
-from rql.data.device import DeviceDataset
+from rql.data.device import DeviceDataset, successor, successor_in, suite_window
 
 ONLINE_KEY = 0x6F6E6C  # folded into a seed's key for its online policy noise
 ENV_SEED_BASE = 1_000_000_007  # training-episode reset seeds: base + seed * 100_003 + episode (eval: seed * 100_003 + i)
@@ -206,8 +206,6 @@ def suite_indices(off: DeviceDataset, buf: dict, key: jax.Array, batch_size: int
 
 def suite_successor(off: DeviceDataset, buf: dict, k: jax.Array, is_end: jax.Array) -> jax.Array:
     """The successor state of global steps ``k`` (offline or online)."""
-    from rql.data.device import successor, successor_in
-
     off_cap = off.observations.shape[0]
     on = successor_in(buf["observations"], buf["end_steps"], buf["end_next_observations"],
                       jnp.maximum(k - off_cap, 0), is_end)
@@ -217,8 +215,6 @@ def suite_successor(off: DeviceDataset, buf: dict, k: jax.Array, is_end: jax.Arr
 def sample_windows(off: DeviceDataset, buf: dict, key: jax.Array, batch_size: int, horizon: int,
                    windows: str = "rql") -> Batch:
     if windows == "suite":
-        from rql.data.device import suite_window
-
         idx = suite_indices(off, buf, key, batch_size, horizon)
         return suite_window(gather(off, buf, idx), lambda k, end: suite_successor(off, buf, k, end), idx)
     return gather(off, buf, window_indices(off, buf, key, batch_size, horizon))
