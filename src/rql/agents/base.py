@@ -6,7 +6,7 @@ round trips, so the runner can ``lax.scan`` many updates per dispatch.
 
 A batch is a :class:`Batch` of windows, batch-major: ``observations`` (B, h+1, obs_dim),
 ``actions`` (B, h+1, action_dim), ``rewards``/``terminals``/``masks`` (B, h+1). How the data
-pipeline fills a window is the agent's ``windows`` field (:data:`WINDOWS`):
+pipeline fills a window is the agent's ``windows`` field (:data:`Windows`):
 
 ``rql``    (the official RQL's) ``h + 1`` consecutive steps of one episode, the episode drawn
            uniformly, then a start among its steps but the last; index ``i`` past the episode's
@@ -35,7 +35,6 @@ import jax.numpy as jnp
 from rql.agents.fields import in_range, layer_sizes, non_negative, positive, positive_int, unit_interval
 
 Windows = Literal["rql", "suite"]
-WINDOWS = ("rql", "suite")
 
 
 class Batch(NamedTuple):
