@@ -11,7 +11,8 @@ Every run: ``--task cube-single-play-singletask-task2-v0``, each method's suite 
 every field of its ``get_config()`` that ours has under the same name, ``num_qs`` for ``ensemble``,
 ``value_layer_norm`` for ``layer_norm``, ``--horizon_length``, ``--agent.action_chunking=True`` as its
 ``experiments/reproduce.py`` sets it) and reads the same data file (``--ogbench_dataset_dir``, reloaded
-never). W&B is switched off in its process. The table gives the final success with its 95% Wilson
+never). W&B is stood in inside its process (the package must still import: the suite's dependencies
+distrax, ml_collections and wandb installed beside rql). The table gives the final success with its 95% Wilson
 interval and the critic's mean Q and the critic loss at the end of training (ours: the mean over the
 last logged block; the suite's: its last ``log_interval`` row), which on this small budget say more
 than the success rates.
