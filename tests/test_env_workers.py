@@ -206,7 +206,7 @@ def _worker_children() -> list[int]:
 
 def test_a_run_with_an_evaluation_worker_evaluates_as_without_and_leaves_none(tiny_ogbench, tmp_path):
     from conftest import TASK
-    from rql.train import RunConfig, train
+    from rql.training import RunConfig, train
 
     cfg = build_config("rql", TASK, None, dict(actor_hidden_dims=(16, 16), value_hidden_dims=(16, 16), ensemble=2,
                                               batch_size=16, horizon=5, flow_steps=2))

@@ -17,7 +17,7 @@ from rql.agents import build_config, make_agent
 from rql.checkpoint import Checkpoints
 from rql.data.dataset import Dataset
 from rql.data.loading import load_dataset
-from rql.train import RunConfig, init_train_state, train, train_group
+from rql.training import RunConfig, init_train_state, train, train_group
 
 from conftest import TASK
 

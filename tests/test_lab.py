@@ -161,7 +161,7 @@ def test_lab_on_a_real_run(tiny_ogbench, lab, tmp_path, capsys):
     a value and --baseline on the toy lab's own runs."""
     from rql.agents import build_config
     from rql.cli import main
-    from rql.train import RunConfig, train
+    from rql.training import RunConfig, train
 
     tiny = dict(actor_hidden_dims=(16, 16), value_hidden_dims=(16, 16), ensemble=2, batch_size=16, horizon=2)
     run_dir = tmp_path / "rql"

@@ -9,7 +9,7 @@ import numpy as np
 from rql.agents import build_config, make_agent
 from rql.data.dataset import validate
 from rql.data.device import to_device
-from rql.train import init_train_state, make_block
+from rql.training import init_train_state, make_block
 
 MODES = np.array([[0.6, 0.6], [-0.6, 0.6], [-0.6, -0.6], [0.6, -0.6]], np.float32)
 

@@ -19,7 +19,7 @@ from rql.data.dataset import Dataset
 from rql.data.device import to_device
 from rql.data.loading import load_dataset
 from rql.online import append, close_open_episode, init_online_buffer, online_template, window_indices
-from rql.train import RunConfig, train_group
+from rql.training import RunConfig, train_group
 
 from conftest import TASK
 

@@ -139,7 +139,7 @@ def test_compare_published_on_real_runs(raw, tmp_path, monkeypatch, capsys):
     protocol, and the run without a counterpart gets one note."""
     import rql.data.loading as loading
     from rql.agents import build_config
-    from rql.train import RunConfig, train_group
+    from rql.training import RunConfig, train_group
 
     make_env = loading.make_env  # evaluation episodes of 20 steps keep this test fast
     monkeypatch.setattr(loading, "make_env", lambda task, **kw: make_env(task, max_episode_steps=20, **kw))

@@ -3,7 +3,7 @@ import numpy as np
 from rql.agents import build_config
 from rql.data.dataset import validate
 from rql.data.shards import ShardedData, shard_index
-from rql.train import RunConfig, train
+from rql.training import RunConfig, train
 
 
 def write_shards(folder, n_shards=4, rows=(60, 80, 70, 90), seed=0):

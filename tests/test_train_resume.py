@@ -11,7 +11,7 @@ import numpy as np
 
 from rql.agents import build_config
 from rql.checkpoint import Checkpoints
-from rql.train import RunConfig, init_train_state, train
+from rql.training import RunConfig, init_train_state, train
 from rql.agents import make_agent
 
 from conftest import TASK

@@ -150,7 +150,7 @@ def tiny_run(tiny_ogbench, tmp_path_factory):
     """A saved run of a few updates. The video does not depend on the method, so this uses flow-bc,
     which compiles several times faster than rql on a CPU."""
     from rql.agents import build_config
-    from rql.train import RunConfig, train
+    from rql.training import RunConfig, train
 
     d = tmp_path_factory.mktemp("videorun") / "run"
     run = RunConfig(task=TASK, dataset_path=str(tiny_ogbench), run_dir=str(d), steps=4, log_every=2,
@@ -200,7 +200,7 @@ def test_record_eval_video_for_the_training_loop(tiny_run, tmp_path, monkeypatch
     import jax
     from tensorboardX import SummaryWriter
 
-    from rql.train import restore_agent
+    from rql.training import restore_agent
     from rql.video import record_eval_video
 
     _short_rendered_episodes(monkeypatch, 10)
@@ -223,7 +223,7 @@ def test_record_eval_video_for_the_training_loop(tiny_run, tmp_path, monkeypatch
 
 def test_training_with_video_episodes_writes_a_video_per_seed(tiny_ogbench, tmp_path, monkeypatch):
     from rql.agents import build_config
-    from rql.train import RunConfig, train_group
+    from rql.training import RunConfig, train_group
 
     _short_rendered_episodes(monkeypatch, 10)
     run = RunConfig(task=TASK, dataset_path=str(tiny_ogbench), steps=4, log_every=2, eval_every=0,

@@ -165,7 +165,7 @@ def _cli_config_cls(cfg_cls):
 def _train_cls(agent_name: str):
     """The options of ``rql train --agent agent_name``; ``.agent_cls`` is the class of its ``agent`` field."""
     from rql.agents import get_spec
-    from rql.train import RunConfig
+    from rql.training import RunConfig
 
     spec = get_spec(agent_name)
     cfg_cls = _cli_config_cls(spec.config_cls)
@@ -204,7 +204,7 @@ def cmd_train(argv: list[str]) -> int:
     agent_name, argv = _pop_option(argv, "--agent")
     resume = _peek_option(argv, "--resume")
     if resume is not None:
-        from rql.train import resume_group
+        from rql.training import resume_group
 
         steps = _peek_option(argv, "--steps")
         rest = [a for a in argv if not a.startswith(("--resume", "--steps"))]
@@ -247,7 +247,7 @@ def cmd_train(argv: list[str]) -> int:
     if args.print_config:
         print(json.dumps(dataclasses.asdict(agent_cfg), indent=2))
         return 0
-    from rql.train import RunConfig, parse_seeds, train, train_group
+    from rql.training import RunConfig, parse_seeds, train, train_group
 
     run = RunConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig)})
     if run.task is None and run.dataset_path is None:
@@ -329,7 +329,7 @@ def cmd_eval(argv: list[str]) -> int:
         _print_eval(res, args.json)
         return 0
     from rql.evaluation import EnvPool, evaluate, make_policy
-    from rql.train import restore_agent
+    from rql.training import restore_agent
 
     run, agent, ts, step = restore_agent(args.run_dir, args.checkpoint)
     if not run.task:

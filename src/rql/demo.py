@@ -85,7 +85,7 @@ def _finished(run_dir: pathlib.Path, steps: int) -> dict | None:
 
 def _train_or_resume(agent: str, args: DemoArgs, data_path: pathlib.Path, run_dir: pathlib.Path, label: str, log):
     from rql.agents import build_config
-    from rql.train import train
+    from rql.training import train
 
     summary = _finished(run_dir, args.steps)
     if summary is not None:
@@ -100,7 +100,7 @@ def _train_or_resume(agent: str, args: DemoArgs, data_path: pathlib.Path, run_di
 
 
 def _run_config(args: DemoArgs, data_path: pathlib.Path, run_dir: pathlib.Path, final_episodes: int | None = None):
-    from rql.train import RunConfig
+    from rql.training import RunConfig
 
     return RunConfig(task=args.task, dataset_path=str(data_path), preset="small", run_dir=str(run_dir),
                      steps=args.steps, eval_every=args.eval_every, eval_episodes=args.eval_episodes,
@@ -152,7 +152,7 @@ def _wait_baseline(proc, run_dir: pathlib.Path, log) -> None:
 
 
 def _resume_args(run_dir: pathlib.Path, steps: int):
-    from rql.train import load_run_config
+    from rql.training import load_run_config
 
     run, agent, cfg, _ = load_run_config(run_dir)
     return dataclasses.replace(run, steps=steps), agent, cfg

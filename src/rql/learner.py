@@ -2,7 +2,7 @@
 
 Everything here is a pure function of arrays: initialise train states for a set of seeds, and run
 ``K`` updates of all seeds in one dispatch (``lax.scan`` over updates, ``vmap`` over a leading seed
-axis). The host loop in :mod:`rql.train` only schedules these calls and logs, evaluates and
+axis). The host loop in :mod:`rql.training` only schedules these calls and logs, evaluates and
 checkpoints around them. A single-seed run is the ``N = 1`` case of the same functions.
 
 A train state is ``{"agent": agent state, "key": PRNG key, "step": int32}``; a group state has

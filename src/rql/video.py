@@ -207,7 +207,7 @@ def render_episodes(
     if size < 16:
         raise RQLError(f"frames of {size} pixels are too small; give 16 or more")
     select_gl_backend()
-    # the evaluation environments (rql.train.make_eval_envs), at the frame size asked for
+    # the evaluation environments (rql.training.make_eval_envs), at the frame size asked for
     envs = [_Recorder(make_env(task, width=size, height=size), shadows) for _ in range(episodes)]
     try:
         fps = _control_fps(envs[0])

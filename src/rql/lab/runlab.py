@@ -19,7 +19,7 @@ from rql.lab.page import Picture, Section, render
 
 
 def _load(run_dir: str, checkpoint: int | None):
-    from rql.train import restore_agent
+    from rql.training import restore_agent
 
     if not (pathlib.Path(run_dir) / "config.json").exists():
         raise RQLError(f"{run_dir}: no config.json; is this a run directory made by 'rql train'?")

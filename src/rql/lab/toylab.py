@@ -1,8 +1,8 @@
 """``rql lab`` on a toy task: train flow BC, RQL and FQL with the real runner, then measure and draw.
 
-The agents are trained by :func:`rql.train.train` into ordinary run directories under
+The agents are trained by :func:`rql.training.train` into ordinary run directories under
 ``OUT/runs/<agent>`` (so ``rql lab --run OUT/runs/rql`` and ``rql eval``-style tools read them) and
-restored with :func:`rql.train.restore_agent`; every figure is computed from those networks.
+restored with :func:`rql.training.restore_agent`; every figure is computed from those networks.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def train_agents(out: pathlib.Path, task_spec: str, agents, steps: int, seed: in
     directory and the training seconds of this call."""
     from rql.agents import build_config
     from rql.data.loading import load_dataset
-    from rql.train import RunConfig, load_run_config, train
+    from rql.training import RunConfig, load_run_config, train
 
     done = {}
     dataset = None
@@ -78,7 +78,7 @@ def train_agents(out: pathlib.Path, task_spec: str, agents, steps: int, seed: in
 
 
 def _restore(run_dir):
-    from rql.train import restore_agent
+    from rql.training import restore_agent
 
     _, agent, ts, step = restore_agent(run_dir, log=lambda *a: None)
     return agent, ts["agent"], step
@@ -547,7 +547,7 @@ def write_toy_page(out: pathlib.Path, scene: ToyScene, sections: list, runs: dic
              ("time", took)]
     trained_names = ", ".join(LABELS[n] for n in agents)
     intro = ("The ideas of Reversal Q-Learning, measured on networks trained by this project's own runner "
-             "(rql.train.train) on a toy offline task with a 2-D action: behaviour actions from a ring of "
+             "(rql.training.train) on a toy offline task with a 2-D action: behaviour actions from a ring of "
              f"{task.modes} Gaussian blobs, a reward that prefers one of them. "
              f"{trained_names[0].upper() + trained_names[1:]} were trained with the settings in lab.json; "
              "every figure below is computed from their checkpoints."

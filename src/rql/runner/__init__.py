@@ -15,5 +15,5 @@ A run (a group of seeds; one seed is a group of one) is, in this order:
 
 :mod:`~rql.runner.config` holds the options (:class:`~rql.runner.config.RunConfig`) and
 :mod:`~rql.runner.rundir` the files of a run directory. The entry points (``train``,
-``train_group``, ``resume_group``, ``restore_agent``) are in :mod:`rql.train`.
+``train_group``, ``resume_group``, ``restore_agent``) are in :mod:`rql.training`.
 """

@@ -9,7 +9,7 @@ How it runs:
 
 - The driver (this process) plans the cells, skips those already finished (``summary.json`` with
   at least the requested steps), and submits the rest as Ray core tasks ("trials"), each holding
-  up to ``--seeds-per-run`` seeds of one cell, trained by :func:`rql.train.train_group`. Ray core
+  up to ``--seeds-per-run`` seeds of one cell, trained by :func:`rql.training.train_group`. Ray core
   tasks rather than Tune: a trial is one function call with a fixed resource request, retried by
   Ray when its worker process or node dies (``max_retries``); an error in the settings
   (:class:`~rql.errors.RQLError`) is caught inside the trial and reported, never retried.

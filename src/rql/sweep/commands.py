@@ -73,7 +73,7 @@ class SweepArgs:
     """GPUs reserved by each trial (default: 0); a fraction such as 0.25 puts several trials on one GPU,
     each limited to its share of the GPU's memory."""
     seeds_per_run: Annotated[int | None, _opt("K")] = None
-    """Seeds of the same cell trained by one trial, one after the other or batched, as rql.train.train_group
+    """Seeds of the same cell trained by one trial, one after the other or batched, as rql.training.train_group
     does (default: 1)."""
     max_retries: Annotated[int | None, _opt("N")] = None
     """Times a trial is restarted when its worker process or node dies (default: 2); a wrong setting

@@ -53,7 +53,7 @@ class Plan:
 
     @property
     def steps(self) -> int:
-        from rql.train import RunConfig
+        from rql.training import RunConfig
 
         return int(self.run.get("steps", RunConfig.steps))
 
@@ -322,7 +322,7 @@ def _grid(file_grid: list, grid_cli) -> dict[tuple[str, str], list]:
 
 def _fixed(file_set: list, set_cli, grid: dict) -> tuple[dict, list]:
     """The [set] / --set entries: run options (``run.FIELD``) and fixed agent fields."""
-    from rql.train import RunConfig
+    from rql.training import RunConfig
 
     entries: dict[tuple[str, str], Any] = {_key(entry, "set"): value for entry, value in file_set}
     for entry in set_cli:
@@ -359,7 +359,7 @@ def _local_path(p):
 
 def _run_options(run: dict, opts: dict) -> dict:
     """RunConfig fields of every cell: run.FIELD entries, then the sweep's own run options, typed and checked."""
-    from rql.train import RunConfig
+    from rql.training import RunConfig
 
     run = dict(run)
     for name in RUN_OPTIONS:

@@ -1,5 +1,5 @@
 """A trial: what runs on a Ray worker. It trains up to ``--seeds-per-run`` seeds of one cell with
-:func:`rql.train.train_group`, in the sweep folder when the worker sees it, else in a temporary
+:func:`rql.training.train_group`, in the sweep folder when the worker sees it, else in a temporary
 folder whose runs go back to the driver as a tar archive; a thread reports the runs' steps."""
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ def _workspace(spec: dict) -> tuple[bool, pathlib.Path | None, pathlib.Path]:
 def _train_seeds(spec: dict, cfg, run, seeds: list[int], dirs: list[pathlib.Path]) -> tuple[dict, set]:
     """Train the unfinished seeds: interrupted ones (with a config.json) resume, as one group, then the new
     ones; returns each failed seed's one-line error and the seeds that resumed."""
-    from rql.train import train_group
+    from rql.training import train_group
 
     todo = [(s, d) for s, d in zip(seeds, dirs) if not finished(d, run.steps)]
     old = [(s, d) for s, d in todo if (d / "config.json").exists()]  # interrupted: continue
@@ -175,7 +175,7 @@ def run_trial(spec: dict) -> dict:
         if not shared and spec.get("archive"):
             unpack(spec["archive"], base)
         cfg = agent_config(spec["agent"], spec["task"], spec["preset"], spec["overrides"])
-        from rql.train import RunConfig
+        from rql.training import RunConfig
 
         # trials run side by side, each on its reserved CPUs: evaluation workers only where it has several
         opts = {"eval_workers": max(0, int(spec["cpus"] or 1) - 1), **spec["run"]}
