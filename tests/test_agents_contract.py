@@ -79,7 +79,7 @@ def check_contract(name, data, tmp_path):
     agent = spec.make(cfg, OBS, ACT)
     assert agent.config.horizon == H
     # Each method trains on its own reference's windows: RQL's for rql and flow BC, the suite's for the rest.
-    assert cfg.windows == ("rql" if name in ("rql", "flow-bc") else "suite")
+    assert cfg.windows == ("rql" if name in ("rql", "flow-bc") else "suite")  # the example plugin's too
     run_block = make_group_block(agent, H, B, BLOCK)
 
     group = init_group_state(agent, [0, 7])
@@ -119,3 +119,14 @@ def check_contract(name, data, tmp_path):
     assert int(resumed["step"][0]) == step + BLOCK
     assert_trees_equal(resumed["agent"]["params"], continued["agent"]["params"])
     assert_trees_equal(resumed, continued)
+
+
+def test_example_plugin_agent_contract(data, tmp_path):
+    """The method of examples/ (registered only through the plugin path) passes the same contract."""
+    import pathlib
+
+    from rql.agents import BUILTIN, resolve_agent
+
+    name = resolve_agent(str(pathlib.Path(__file__).parents[1] / "examples" / "awfm.py"))
+    assert name == "awfm" and name not in BUILTIN
+    check_contract(name, data, tmp_path)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from rql.agents import REGISTRY
+from rql.agents import BUILTIN
 from test_agents_contract import CORE, check_contract, data  # noqa: F401  (the module's data fixture)
 
-SUITE = sorted(set(REGISTRY) - set(CORE))
+SUITE = sorted(set(BUILTIN) - set(CORE))
 
 
 @pytest.mark.parametrize("name", SUITE)

@@ -220,7 +220,9 @@ def cmd_train(argv: list[str]) -> int:
         for summary in resume_group(resume, n_steps):
             _report(summary)
         return 0
-    agent_name = agent_name or "rql"
+    from rql.agents import resolve_agent
+
+    agent_name = resolve_agent(agent_name or "rql")  # a name, a file, a module or an installed plugin's agent
     spec = get_spec(agent_name)
     task = _peek_option(argv, "--task")
     preset = _peek_option(argv, "--preset")
@@ -229,7 +231,9 @@ def cmd_train(argv: list[str]) -> int:
     default_cfg = build_config(agent_name, task, preset, settings=settings)
     agents = ", ".join(f"{n} ({s.description})" for n, s in sorted(REGISTRY.items()))
     description = (
-        f"Train an agent offline (then online with --online-steps). Select the method with --agent NAME; one of: {agents}. "
+        f"Train an agent offline (then online with --online-steps). Select the method with --agent NAME; one of: {agents}; "
+        "or --agent my_agent.py (a Python file), --agent mypkg.my_agent (a module) or the name of an installed "
+        "plugin's agent (entry-point group 'rql.agents'): see 'Write your own method' in the README. "
         f"Showing the fields of '{agent_name}' ({spec.description}); their defaults below already include "
         "the per-environment settings of --task and the --preset, when given on the same line. "
         "--task applies named settings: by default the QAM suite's comparison protocol ('suite': 10 critics "

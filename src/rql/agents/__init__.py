@@ -49,12 +49,30 @@ def _registry() -> dict[str, AgentSpec]:
 
 
 REGISTRY = _registry()
+"""Every agent by name: the built-in ones, then those loaded from files, modules and installed plugins
+(:mod:`rql.agents.plugins`) as they are asked for."""
+
+BUILTIN = frozenset(REGISTRY)
+"""The names of the agents that ship with rql (a plugin may not take one)."""
 
 
 def get_spec(name: str) -> AgentSpec:
+    """The registry entry of ``name``: a built-in or already loaded agent, or an installed plugin's."""
     if name not in REGISTRY:
-        raise RQLError(f"unknown agent '{name}'; choose one of: {', '.join(sorted(REGISTRY))}")
+        from rql.agents import plugins
+
+        if plugins.load_entry_point(name) is None or name not in REGISTRY:
+            choices = sorted(set(REGISTRY) | set(plugins.entry_points()))
+            raise RQLError(f"unknown agent '{name}'; choose one of: {', '.join(choices)}")
     return REGISTRY[name]
+
+
+def resolve_agent(ref: str) -> str:
+    """The registry name of ``--agent REF``: a built-in name, a Python file (``my_agent.py``), a module
+    (``mypkg.my_agent``) or an installed plugin's agent, loaded on first use (:mod:`rql.agents.plugins`)."""
+    from rql.agents import plugins
+
+    return plugins.resolve(ref)
 
 
 def resolve_settings(agent: str, settings: str | None = None) -> str:
@@ -108,5 +126,5 @@ def make_agent(agent: str, config, obs_dim: int, action_dim: int) -> Agent:
     return get_spec(agent).make(config, obs_dim, action_dim)
 
 
-__all__ = ["Agent", "AgentConfig", "AgentSpec", "Batch", "REGISTRY", "build_config", "check_config", "get_spec",
-           "make_agent", "resolve_settings"]
+__all__ = ["Agent", "AgentConfig", "AgentSpec", "BUILTIN", "Batch", "REGISTRY", "build_config", "check_config",
+           "get_spec", "make_agent", "resolve_agent", "resolve_settings"]

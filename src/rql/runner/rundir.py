@@ -77,9 +77,15 @@ def load_group(path: str | pathlib.Path) -> tuple[list[int], list[pathlib.Path]]
 
 
 def save_config(run_dir: pathlib.Path, run: RunConfig, agent_name: str, agent_cfg, extra: dict) -> None:
+    """Write ``config.json``. An agent from a file, module or plugin is recorded with where it came from
+    (``agent_source``, :mod:`rql.agents.plugins`), which resume and evaluation check."""
+    from rql.agents import plugins
+
+    source = plugins.source_of(agent_name)
     doc = {
         "rql_version": __version__,
         "agent": agent_name,
+        **({"agent_source": source} if source is not None else {}),
         "agent_config": dataclasses.asdict(agent_cfg),
         "run": dataclasses.asdict(run),
         **extra,
@@ -90,7 +96,10 @@ def save_config(run_dir: pathlib.Path, run: RunConfig, agent_name: str, agent_cf
 
 
 def load_run_config(run_dir: str | pathlib.Path) -> tuple[RunConfig, str, Any, dict]:
-    """``(run options, agent name, agent config, the whole config.json)`` of a run directory."""
+    """``(run options, agent name, agent config, the whole config.json)`` of a run directory. An agent
+    from outside the package is loaded from its recorded source, which must be unchanged."""
+    from rql.agents import plugins
+
     path = pathlib.Path(run_dir) / "config.json"
     if not path.exists():
         raise RQLError(f"{run_dir}: no config.json; is this a run directory made by 'rql train'?")
@@ -98,6 +107,7 @@ def load_run_config(run_dir: str | pathlib.Path) -> tuple[RunConfig, str, Any, d
         doc = json.loads(path.read_text())
         run = RunConfig(**doc["run"])
         agent_name = doc["agent"]
+        plugins.ensure(agent_name, doc.get("agent_source"), str(run_dir))
         cfg_cls = get_spec(agent_name).config_cls
         fields = {f.name: f for f in dataclasses.fields(cfg_cls)}
         values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in doc["agent_config"].items() if k in fields}
