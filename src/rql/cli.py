@@ -18,6 +18,7 @@ Reversal Q-Learning: train flow policies from offline data, and compare against 
 commands:
   train      train an agent on an offline dataset (rql train --help)
   eval       evaluate a saved run (rql eval RUN_DIR --episodes N)
+  export     write a run's policy as one file that runs with JAX alone (rql export RUN_DIR --out FILE)
   demo       generate a small dataset, train RQL and a BC baseline, plot and report (offline, CPU)
   data       generate OGBench datasets offline, or describe a dataset (rql data generate|info --help)
   compare    tabulate and plot runs by agent and task (rql compare RUN_DIR... [--published])
@@ -312,8 +313,6 @@ class EvalArgs:
 
 
 def cmd_eval(argv: list[str]) -> int:
-    import jax
-
     args = _tyro_parse(EvalArgs, argv, "rql eval", "Evaluate the EMA policy of a saved run.")
     if args.episodes <= 0:
         raise UsageError("--episodes must be positive")
@@ -332,39 +331,12 @@ def cmd_eval(argv: list[str]) -> int:
                                     checkpoint=args.checkpoint, envs=args.envs, first_episode=args.first_episode)
         _print_eval(res, args.json)
         return 0
-    from rql.evaluation import EnvPool, evaluate, make_policy
-    from rql.training import restore_agent
+    from rql.api import evaluate
 
-    run, agent, ts, step = restore_agent(args.run_dir, args.checkpoint)
-    if not run.task:
-        raise UsageError(f"{args.run_dir}: the run has no --task, so there is no environment to evaluate in")
-    if args.video:
-        from rql.video import select_gl_backend
-
-        select_gl_backend()  # before the environments import mujoco: EGL, else OSMesa
-    from rql.runner.evaluator import eval_workers
-
-    size = max(1, min(args.envs, args.episodes))
-    envs = EnvPool(run.task, size, workers=eval_workers(args.env_workers, size, args.episodes))
-    envs.prepare(size)  # the workers start while this process makes its environments and compiles the policy
-    from tqdm.auto import tqdm
-
-    key = jax.random.PRNGKey(args.seed)  # episode i's noise: from key and i, whichever range runs it
-    try:
-        with tqdm(total=args.episodes, desc="eval", unit="ep", disable=args.json) as bar:
-            res = evaluate(make_policy(agent), ts["agent"], envs, args.episodes, key,
-                           seed=10_000 + args.seed, progress=bar.update, first_episode=args.first_episode)
-    finally:
-        envs.close()
-    res = {"run_dir": args.run_dir, "checkpoint": step, "task": run.task, **res}
-    if args.video:
-        from rql.video import record_eval_video
-
-        if not args.json:
-            print(f"rendering {args.video} episodes...", file=sys.stderr)
-        res["video"] = str(record_eval_video(args.run_dir, step, agent, ts["agent"], run.task, args.video,
-                                             10_000 + args.seed, key=jax.random.PRNGKey(args.seed),
-                                             size=args.video_size, prefix="eval_step_"))
+    res = evaluate(args.run_dir, args.episodes, args.checkpoint, seed=args.seed, envs=args.envs,
+                   env_workers=args.env_workers, first_episode=args.first_episode, progress=not args.json,
+                   video=args.video, video_size=args.video_size,
+                   log=lambda *a: None if args.json else print(*a, file=sys.stderr))
     _print_eval(res, args.json)
     return 0
 
@@ -380,6 +352,35 @@ def _print_eval(res: dict, as_json: bool) -> None:
     )
     if res.get("video"):
         print(f"video: {res['video']}")
+
+
+# ----------------------------------------------------------------------------- export
+
+
+@dataclasses.dataclass
+class ExportArgs:
+    run_dir: Annotated[str, __import__("tyro").conf.Positional]
+    """A run directory made by 'rql train'."""
+    out: str
+    """The file to write (e.g. policy.rqlx): a JSON header (observation and action shapes, chunk length, agent,
+    checkpoint step, rql version) and the policy as a serialized jax.export program, for CPU and CUDA."""
+    checkpoint: int | None = None
+    """Checkpoint step to export (default: the latest readable one)."""
+
+
+def cmd_export(argv: list[str]) -> int:
+    args = _tyro_parse(ExportArgs, argv, "rql export",
+                       "Write a run's evaluation policy (the EMA actor's sampler with its flow steps, clipping and "
+                       "chunk reshape) as one file that runs with JAX alone, the batch size left open: "
+                       "policy = rql.load_exported(FILE); chunks = policy(obs, jax.random.PRNGKey(0)) gives "
+                       "(batch, horizon, action_dim) for obs of shape (batch, obs_dim).")
+    from rql.exporting import export_policy
+
+    out, header = export_policy(args.run_dir, args.out, args.checkpoint, log=lambda *a, **k: None)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB): agent {header['agent']}, checkpoint "
+          f"{header['checkpoint']}, observations (batch, {header['observation_shape'][0]}) -> chunks "
+          f"(batch, {header['horizon']}, {header['action_dim']}), platforms {', '.join(header['platforms'])}")
+    return 0
 
 
 # ----------------------------------------------------------------------------- bench
@@ -494,7 +495,7 @@ def cmd_data(argv: list[str]) -> int:
 
 # ----------------------------------------------------------------------------- main
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "bench": cmd_bench, "data": cmd_data}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "export": cmd_export, "bench": cmd_bench, "data": cmd_data}
 
 
 def _lazy(module: str, func: str):

@@ -23,6 +23,7 @@ continued by another method than the one it was trained with.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import importlib
 import importlib.metadata
@@ -130,7 +131,7 @@ def describe(source: dict) -> str:
 # ----------------------------------------------------------------------------- loading
 
 
-def _exec_file(path: pathlib.Path, sha: str, code: str | None = None) -> types.ModuleType:
+def _exec_file(path: pathlib.Path, sha: str, code: bytes | None = None) -> types.ModuleType:
     """The module of a plugin file (kept in ``sys.modules`` so dataclasses and type hints resolve)."""
     modname = f"rql_plugin_{re.sub(r'[^A-Za-z0-9_]', '_', path.stem)}_{sha[:12]}"
     if modname in sys.modules:
@@ -139,7 +140,7 @@ def _exec_file(path: pathlib.Path, sha: str, code: str | None = None) -> types.M
     module.__file__ = str(path)
     sys.modules[modname] = module
     try:
-        source = code if code is not None else path.read_text()
+        source = code if code is not None else path.read_bytes()
         exec(compile(source, str(path), "exec"), module.__dict__)
     except RQLError:
         del sys.modules[modname]
@@ -150,8 +151,8 @@ def _exec_file(path: pathlib.Path, sha: str, code: str | None = None) -> types.M
     return module
 
 
-def load_file(ref: str, code: str | None = None, recorded_path: str | None = None) -> str:
-    """Register the agents of a Python file; returns the chosen agent's name. ``code`` (the file's text,
+def load_file(ref: str, code: bytes | None = None, recorded_path: str | None = None) -> str:
+    """Register the agents of a Python file; returns the chosen agent's name. ``code`` (the file's bytes,
     as shipped to a sweep worker that may not see the file) is used in place of reading the file, and
     ``recorded_path`` is then the path it is recorded under."""
     file_ref, name = _split_ref(ref)
@@ -162,7 +163,7 @@ def load_file(ref: str, code: str | None = None, recorded_path: str | None = Non
         path = path.resolve()
         sha = _sha256(path)
     else:
-        sha = hashlib.sha256(code.encode()).hexdigest()
+        sha = hashlib.sha256(code).hexdigest()
     module = _exec_file(path, sha, code)
     specs = specs_in(module, str(file_ref))
     _register(specs, {"kind": "file", "path": str(path), "sha256": sha}, str(file_ref))
@@ -267,12 +268,12 @@ def source_of(name: str) -> dict | None:
 
 
 def shipped(name: str) -> dict | None:
-    """The record of ``name`` with, for a file, its text: what a sweep trial carries to a worker that may
-    not see the file (a module must be importable on the worker)."""
+    """The record of ``name`` with, for a file, its content (base64): what a sweep trial carries to a worker
+    that may not see the file (a module must be importable on the worker)."""
     source = SOURCES.get(name)
     if source is None or source["kind"] != "file":
         return source
-    return {**source, "code": pathlib.Path(source["path"]).read_text()}
+    return {**source, "code": base64.b64encode(pathlib.Path(source["path"]).read_bytes()).decode()}
 
 
 def _found_module(recorded: dict, where: str, name: str) -> dict:
@@ -301,10 +302,10 @@ def ensure(name: str, recorded: dict | None, where: str) -> None:
         return
     if kind == "file":
         path = pathlib.Path(recorded["path"])
-        if "code" in recorded:
-            code = recorded["code"]
-            if path.is_file() and _sha256(path) == recorded["sha256"]:
-                code = None
+        if "code" in recorded:  # shipped with a sweep trial: the file as the driver read it
+            code = base64.b64decode(recorded["code"])
+            if hashlib.sha256(code).hexdigest() != recorded.get("sha256"):
+                raise RQLError(f"{where}: the shipped agent file {path} does not match its recorded sha256")
             load_file(str(path), code=code, recorded_path=str(path))
         elif not path.is_file():
             raise RQLError(f"{where}: trained with agent '{name}' from {describe(recorded)}; that file is gone: "

@@ -164,6 +164,8 @@ def run_sweep(plan: Plan, log=print, show_progress: bool = True) -> int:
 def _trial_spec(plan: Plan, i: int, trial: list[Cell], token: str, copy: bool, ship: bool, progress) -> dict:
     """What :func:`run_trial` gets: the cell, its seeds and run directories, resources, and the runs to
     continue from (as an archive) when the worker might not see the sweep folder."""
+    from rql.agents import plugins
+
     out, c0 = plan.out, trial[0]
     rels = [c.dir for c in trial]
     archive = None
@@ -172,7 +174,8 @@ def _trial_spec(plan: Plan, i: int, trial: list[Cell], token: str, copy: bool, s
     return {"trial": i, "task": c0.task, "agent": c0.agent, "label": c0.label, "preset": plan.preset,
             "overrides": c0.overrides, "run": plan.run, "steps": plan.steps, "seeds": [c.seed for c in trial],
             "rels": rels, "out": str(out), "token": token, "copy": copy, "archive": archive, "progress": progress,
-            "cpus": plan.cpus_per_run, "gpus": plan.gpus_per_run, "compile_cache": plan.compile_cache}
+            "cpus": plan.cpus_per_run, "gpus": plan.gpus_per_run, "compile_cache": plan.compile_cache,
+            "agent_source": plugins.shipped(c0.agent)}
 
 
 def _run_trials(plan: Plan, cells: list[Cell], trials: list[list[Cell]], log, show_progress: bool) -> None:

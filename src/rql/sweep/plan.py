@@ -211,9 +211,10 @@ def _names(value, what: str) -> list[str]:
 # ----------------------------------------------------------------------------- agent configs
 
 
-def agent_config(agent: str, task: str | None, preset: str | None, overrides: dict):
-    """The agent's config for one cell: defaults, the task's settings, the preset, then ``overrides``
-    (values from the sweep file or command line, checked against each field's type)."""
+def agent_config(agent: str, task: str | None, preset: str | None, overrides: dict, settings: str | None = None):
+    """The agent's config for one cell: defaults, the task's settings (named ``settings``, default the
+    agent's), the preset, then ``overrides`` (values from the sweep file, the command line or
+    :func:`rql.train`, checked against each field's type)."""
     from rql.agents import build_config, get_spec
 
     types_ = field_types(get_spec(agent).config_cls)
@@ -225,7 +226,7 @@ def agent_config(agent: str, task: str | None, preset: str | None, overrides: di
             values[field] = coerce(value, types_[field])
         except ValueError as e:
             raise RQLError(f"{agent}.{field}={format_value(value)}: expected {e}") from None
-    return build_config(agent, task, preset, values)
+    return build_config(agent, task, preset, values, settings=settings)
 
 
 def check_ranges(plan: Plan) -> None:
@@ -264,16 +265,23 @@ def _merged_options(args) -> tuple[dict, list, list]:
 
 def _axes(opts: dict) -> tuple[list[str | None], list[str], list[int]]:
     """The tasks (``[None]`` for one --dataset-path without a task), agents and seeds of the grid."""
-    from rql.agents import REGISTRY
+    from rql.agents import BUILTIN, REGISTRY, resolve_agent
 
     agents = _names(opts.get("agents", "rql"), "agents")
-    if agents == ["all"]:  # every registered agent
-        agents = sorted(REGISTRY)
+    if agents == ["all"]:  # every built-in agent
+        agents = sorted(BUILTIN)
     if not agents:
         raise _usage("--agents: give at least one agent")
-    for a in agents:
-        if a not in REGISTRY:
-            raise _usage(f"--agents: unknown agent '{a}'; choose from {', '.join(sorted(REGISTRY))}")
+    names = []
+    for a in agents:  # a name, or a plugin agent's file or module (loaded here, shipped with each trial)
+        try:
+            names.append(resolve_agent(a))
+        except RQLError as e:
+            raise _usage(f"--agents: {e}") from None
+    if len(set(names)) != len(names):
+        raise _usage(f"--agents: an agent is named twice in {', '.join(agents)}")
+    agents = names
+    assert all(a in REGISTRY for a in agents)
     tasks: list[str | None] = _names(opts["tasks"], "tasks") if opts.get("tasks") else []
     if not tasks:
         if not opts.get("dataset_path"):

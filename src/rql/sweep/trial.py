@@ -174,6 +174,10 @@ def run_trial(spec: dict) -> dict:
     try:
         if not shared and spec.get("archive"):
             unpack(spec["archive"], base)
+        if spec.get("agent_source"):  # a plugin agent: its file travels with the trial, a module is imported here
+            from rql.agents import plugins
+
+            plugins.ensure(spec["agent"], spec["agent_source"], f"trial {spec['trial']}")
         cfg = agent_config(spec["agent"], spec["task"], spec["preset"], spec["overrides"])
         from rql.training import RunConfig
 
