@@ -34,19 +34,38 @@ class Section:
     text: str
     """One paragraph (plain text; numbers included)."""
     pictures: list[Picture] = dataclasses.field(default_factory=list)
+    live: list[str] = dataclasses.field(default_factory=list)
+    """Live figures (names in :mod:`rql.lab.livejs`) drawn by the page's script from the embedded
+    networks, shown before the pictures."""
 
 
 CSS = """
-body { font-family: system-ui, sans-serif; max-width: 1180px; margin: 2em auto; padding: 0 1em; color: #222; }
-h1 { font-size: 1.6em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ddd; }
-p { line-height: 1.5; } code { background: #f3f3f3; padding: 0 .2em; }
-.picture { margin: .8em 0; } .picture img { max-width: 100%; border: 1px solid #eee; }
-.controls { margin: .3em 0; display: flex; gap: .5em; align-items: center; flex-wrap: wrap; }
-.controls button { padding: .2em .7em; border: 1px solid #888; background: #fff; border-radius: 3px; cursor: pointer; }
-.controls button.on { background: #333; color: #fff; }
-.controls input[type=range] { width: 260px; }
+:root { --ink: #222; --muted: #666; --line: #ddd; --rql: #c0392b; --bc: #2166ac; --fql: #7b3294; --accent: #1a9850; }
+body { font-family: system-ui, sans-serif; max-width: 1180px; margin: 2em auto; padding: 0 1em; color: var(--ink); }
+h1 { font-size: 1.6em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid var(--line); }
+p { line-height: 1.5; max-width: 75em; } code { background: #f3f3f3; padding: 0 .2em; }
+.picture { margin: .8em 0; } .picture img { max-width: 100%; height: auto; border: 1px solid #eee; }
+.controls { margin: .4em 0; display: flex; gap: .5em .9em; align-items: center; flex-wrap: wrap; }
+.controls button { padding: .3em .8em; border: 1px solid #888; background: #fff; border-radius: 4px; cursor: pointer; font: inherit; }
+.controls button:hover { background: #f2f2f2; }
+.controls button.on { background: #333; color: #fff; border-color: #333; }
+.controls button:focus-visible, .controls input:focus-visible, canvas:focus-visible { outline: 3px solid #f0a500; outline-offset: 2px; }
+.controls input[type=range] { width: 200px; max-width: 60vw; vertical-align: middle; }
+.controls .choice { display: inline-flex; gap: .25em; align-items: center; flex-wrap: wrap; }
+.controls .lbl, .controls label { color: var(--muted); }
+.controls output { font-variant-numeric: tabular-nums; min-width: 3em; display: inline-block; }
+.live { margin: .8em 0 1em; padding: .6em .8em; border: 1px solid var(--line); border-radius: 6px; background: #fcfcfc; }
+.live .canvases { display: flex; flex-wrap: wrap; gap: .6em; }
+.live .cv { flex: 1 1 300px; min-width: 240px; max-width: 100%; }
+.live canvas { display: block; border: 1px solid #eee; background: #fff; max-width: 100%; }
+.live .readouts { display: flex; flex-wrap: wrap; gap: .3em 1.4em; margin-top: .4em; font-size: .92em; }
+.live .readouts .lbl { color: var(--muted); }
+.live .readouts output { font-variant-numeric: tabular-nums; font-weight: 600; }
+.live[data-live="error"]::before { content: "this live figure failed to start (see the console)"; color: #b00; }
+.measured { color: #333; }
 .status { color: #888; font-size: .8em; }
-table { border-collapse: collapse; font-size: .9em; } td, th { border: 1px solid #ddd; padding: .2em .6em; }
+table { border-collapse: collapse; font-size: .9em; } td, th { border: 1px solid var(--line); padding: .2em .6em; text-align: left; }
+@media (max-width: 600px) { body { margin: 1em auto; padding: 0 .6em; } h1 { font-size: 1.3em; } .live { padding: .4em; } td, th { word-break: break-word; } }
 """
 
 SCRIPT = r"""
@@ -54,7 +73,7 @@ SCRIPT = r"""
   var errors = [];
   window.addEventListener('error', function (e) { errors.push(String(e.message || e)); report(); });
   var origError = console.error;
-  console.error = function () { errors.push(Array.prototype.join.call(arguments, ' ')); return origError.apply(console, arguments); };
+  console.error = function () { errors.push(Array.prototype.join.call(arguments, ' ')); setTimeout(report, 0); return origError.apply(console, arguments); };
   function show(group) {
     var sel = {};
     group.querySelectorAll('[data-attr]').forEach(function (c) {
@@ -86,10 +105,14 @@ SCRIPT = r"""
     var ok = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length;
     document.body.setAttribute('data-images-loaded', ok + '/' + imgs.length);
     document.body.setAttribute('data-errors', String(errors.length));
+    var live = document.querySelectorAll('.live[data-fig]'), liveOk = document.querySelectorAll('.live[data-live="ok"]').length;
+    document.body.setAttribute('data-live-figures', liveOk + '/' + live.length);
     var s = document.getElementById('lab-status');
-    if (s) { s.textContent = 'images loaded: ' + ok + '/' + imgs.length + '; script errors: ' + errors.length +
+    if (s) { s.textContent = 'images loaded: ' + ok + '/' + imgs.length + '; live figures: ' + liveOk + '/' + live.length +
+                             '; script errors: ' + errors.length +
                              (errors.length ? ' (' + errors.join(' | ') + ')' : ''); }
   }
+  window.labReport = report;
   if (document.readyState === 'complete') { report(); } else { window.addEventListener('load', report); }
 })();
 """
@@ -137,8 +160,11 @@ def _picture_html(p: Picture, fig_dir: pathlib.Path) -> str:
 
 
 def render(out_dir: pathlib.Path, title: str, intro: str, sections: list[Section], numbers: dict,
-           table: list[tuple[str, str]] | None = None) -> pathlib.Path:
-    """Write ``index.html`` and ``figures/*.png`` into ``out_dir``; returns the page's path."""
+           table: list[tuple[str, str]] | None = None, live_data: dict | None = None,
+           live_script: str = "") -> pathlib.Path:
+    """Write ``index.html`` and ``figures/*.png`` into ``out_dir``; returns the page's path. With
+    ``live_data`` (JSON: the packed networks and what the figures need) the page embeds it and runs
+    ``live_script``, which draws the sections' live figures."""
     out_dir = pathlib.Path(out_dir)
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
@@ -149,20 +175,32 @@ def render(out_dir: pathlib.Path, title: str, intro: str, sections: list[Section
     body.append("<ol>" + "".join(f'<li><a href="#{s.id}">{html.escape(s.title)}</a></li>' for s in sections) + "</ol>")
     for s in sections:
         body.append(f'<h2 id="{s.id}">{html.escape(s.title)}</h2>')
+        for name in s.live:
+            body.append(f'<div class="live" data-fig="{html.escape(name)}" id="live-{html.escape(name)}"></div>')
         for p in s.pictures:
             body.append(_picture_html(p, fig_dir))
         body.append(f"<p>{html.escape(s.text)}</p>")
     body.append('<p class="status">The numbers on this page are in <a href="lab.json">lab.json</a>. '
                 '<span id="lab-status">checking images...</span></p>')
     page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             f"<title>{html.escape(title)}</title><style>{CSS}</style></head>\n<body>\n"
-            + "\n".join(body) + f"\n<script>{SCRIPT}</script>\n</body></html>\n")
+            + "\n".join(body) + f"\n<script>{SCRIPT}</script>\n" + _live_html(live_data, live_script)
+            + "</body></html>\n")
     path = out_dir / "index.html"
     tmp = path.with_suffix(".html.tmp")
     tmp.write_text(page, encoding="utf-8")
     tmp.replace(path)
     (out_dir / "lab.json").write_text(json.dumps(numbers, indent=2, default=_jsonable))
     return path
+
+
+def _live_html(live_data: dict | None, live_script: str) -> str:
+    if live_data is None:
+        return ""
+    data = json.dumps(live_data, separators=(",", ":"), default=_jsonable).replace("</", "<\\/")
+    return (f'<script type="application/json" id="lab-data">{data}</script>\n'
+            f"<script>\n(function () {{\n'use strict';\n{live_script}\n}})();\n</script>\n")
 
 
 def _jsonable(x):
