@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from rql.data.device import DeviceDataset, sample_windows
+from rql.pixels import Pixels, augment, augment_key
 
 
 def init_train_state(agent, seed: int):
@@ -52,14 +53,16 @@ def windows_of(agent) -> str:
     return getattr(agent.config, "windows", "rql")
 
 
-def _block_fn(agent, horizon: int, batch_size: int, block: int):
+def _block_fn(agent, horizon: int, batch_size: int, block: int, px: Pixels | None = None):
     windows = windows_of(agent)
 
     def run_block(ts, data: DeviceDataset):
         def one(carry, _):
             agent_state, key = carry
             key, k_sample, k_update = jax.random.split(key, 3)
-            batch = sample_windows(data, k_sample, batch_size, horizon, windows)
+            batch = sample_windows(data, k_sample, batch_size, horizon, windows, px)
+            if px is not None and px.p_aug > 0:
+                batch = augment(batch, augment_key(k_sample), px)
             agent_state, metrics = agent.update(agent_state, batch, k_update)
             return (agent_state, key), metrics
 
@@ -70,13 +73,13 @@ def _block_fn(agent, horizon: int, batch_size: int, block: int):
     return run_block
 
 
-def make_block(agent, horizon: int, batch_size: int, block: int):
+def make_block(agent, horizon: int, batch_size: int, block: int, px: Pixels | None = None):
     """A compiled ``(train_state, data) -> (train_state, mean metrics)`` running ``block`` updates
-    of one unstacked train state."""
-    return jax.jit(_block_fn(agent, horizon, batch_size, block), donate_argnums=(0,))
+    of one unstacked train state (image windows stacked and shifted as ``px`` says)."""
+    return jax.jit(_block_fn(agent, horizon, batch_size, block, px), donate_argnums=(0,))
 
 
-def make_group_block(agent, horizon: int, batch_size: int, block: int):
+def make_group_block(agent, horizon: int, batch_size: int, block: int, px: Pixels | None = None):
     """A compiled ``(group_state, data) -> (group_state, metrics)`` running ``block`` updates of every
     seed at once; the data is shared, each seed samples its own windows with its own key. Metrics
     are per seed (leading axis ``N``), each the mean over the block.
@@ -84,7 +87,7 @@ def make_group_block(agent, horizon: int, batch_size: int, block: int):
     A group of one seed runs the unstacked block on its only member: ``vmap`` over an axis of
     length 1 turns every matrix product into a batched one, which XLA's CPU backend runs about 17%
     slower (``rql bench throughput --seeds 1`` against ``--seeds 0``, small network, 2-core CPU)."""
-    one_seed = _block_fn(agent, horizon, batch_size, block)
+    one_seed = _block_fn(agent, horizon, batch_size, block, px)
     seeds = jax.vmap(one_seed, in_axes=(0, None))
 
     def run_group_block(group_state, data: DeviceDataset):

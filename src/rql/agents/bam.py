@@ -55,6 +55,7 @@ from rql.agents.kit import (
     update_with_targets,
 )
 from rql.errors import RQLError
+from rql.agents.kit import network
 from rql.nets import Ensemble, VelocityField
 
 
@@ -85,8 +86,8 @@ def make(config: BAMConfig, obs_dim: int, action_dim: int) -> Agent:
     h, F = c.horizon, c.flow_steps
     dt = 1.0 / F
     chunk_dim = h * action_dim
-    actor_def = VelocityField(c.actor_hidden_dims, chunk_dim, c.actor_layer_norm)
-    critic_def = Ensemble(c.value_hidden_dims, c.ensemble, c.layer_norm)
+    actor_def = network(VelocityField(c.actor_hidden_dims, chunk_dim, c.actor_layer_norm), c)
+    critic_def = network(Ensemble(c.value_hidden_dims, c.ensemble, c.layer_norm), c)
     tx = optax.chain(optax.clip_by_global_norm(c.clip_grad_norm), optax.adam(c.lr))
 
     def velocity(params):

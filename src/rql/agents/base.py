@@ -35,6 +35,7 @@ import jax.numpy as jnp
 from rql.agents.fields import in_range, layer_sizes, non_negative, positive, positive_int, unit_interval
 
 Windows = Literal["rql", "suite"]
+Encoder = Literal["none", "impala_small", "impala", "impala_debug"]
 
 
 class Batch(NamedTuple):
@@ -64,6 +65,13 @@ class AgentConfig:
     clamped to its last step, the last step's mask, the clamped next state) or 'suite' (the QAM suite's:
     starts uniform over steps, the running minimum of the masks over the valid steps, the true successor
     state of the last valid step)."""
+    encoder: Encoder = "none"
+    """Image encoder of every network for pixel observations: 'impala_small', 'impala' (the FQL codebase's
+    IMPALA CNNs) or 'impala_debug' (a tiny one for tests); 'none' for state observations. Each network
+    has its own encoder, trained by that network's loss (docs/pixels.md)."""
+    image_shape: tuple[int, ...] = ()
+    """(H, W, C) of the image observations, frames stacked along C: set by rql train from the data (a
+    record, not an option of its own; empty for state observations)."""
 
 
 @dataclasses.dataclass

@@ -66,6 +66,7 @@ from rql.agents.kit import (
     update_with_targets,
 )
 from rql.errors import RQLError
+from rql.agents.kit import network
 from rql.nets import Ensemble, VelocityField
 
 MODES = ("simple", "mse", "linex")
@@ -119,8 +120,8 @@ def make(config: CGQLConfig, obs_dim: int, action_dim: int) -> Agent:
     h, F, N = c.horizon, c.flow_steps, c.best_of_n
     chunk_dim = h * action_dim
     noisy = c.mode in ("mse", "linex")
-    actor_def = VelocityField(c.actor_hidden_dims, chunk_dim, c.actor_layer_norm)
-    critic_def = Ensemble(c.value_hidden_dims, c.ensemble, c.layer_norm)
+    actor_def = network(VelocityField(c.actor_hidden_dims, chunk_dim, c.actor_layer_norm), c)
+    critic_def = network(Ensemble(c.value_hidden_dims, c.ensemble, c.layer_norm), c)
     tx = optax.adam(c.lr)
 
     def velocity(params, obs, x, t):

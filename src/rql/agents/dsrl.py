@@ -53,6 +53,7 @@ from rql.agents.kit import (
     update_with_targets,
     value_stats,
 )
+from rql.agents.kit import network
 from rql.nets import Ensemble, VelocityField
 
 
@@ -78,9 +79,9 @@ def make(config: DSRLConfig, obs_dim: int, action_dim: int) -> Agent:
     h, F = c.horizon, c.flow_steps
     chunk_dim = h * action_dim
     target_entropy = c.target_entropy if c.target_entropy is not None else -c.target_entropy_multiplier * chunk_dim
-    flow_def = VelocityField(c.actor_hidden_dims, chunk_dim, c.actor_layer_norm)
-    actor_def = TanhGaussian(c.actor_hidden_dims, chunk_dim)
-    critic_def = Ensemble(c.value_hidden_dims, c.ensemble, c.layer_norm)
+    flow_def = network(VelocityField(c.actor_hidden_dims, chunk_dim, c.actor_layer_norm), c)
+    actor_def = network(TanhGaussian(c.actor_hidden_dims, chunk_dim), c)
+    critic_def = network(Ensemble(c.value_hidden_dims, c.ensemble, c.layer_norm), c)
     tx = optax.adam(c.lr)
 
     def critic(params, obs, actions):

@@ -32,6 +32,7 @@ import optax
 from rql import flow
 from rql.agents.fields import non_negative, positive
 from rql.agents.kit import Agent, Batch, SuiteConfig, chunk_td, suite_spec, td_loss, update_with_targets, value_stats
+from rql.agents.kit import network
 from rql.nets import MLP, Ensemble, VelocityField
 
 
@@ -49,9 +50,9 @@ def make(config: FAWACConfig, obs_dim: int, action_dim: int) -> Agent:
     c = config
     h, F = c.horizon, c.flow_steps
     chunk_dim = h * action_dim
-    flow_def = VelocityField(c.actor_hidden_dims, chunk_dim, c.actor_layer_norm)
-    critic_def = Ensemble(c.value_hidden_dims, c.ensemble, c.layer_norm)
-    value_def = MLP(c.value_hidden_dims, 1, c.layer_norm)
+    flow_def = network(VelocityField(c.actor_hidden_dims, chunk_dim, c.actor_layer_norm), c)
+    critic_def = network(Ensemble(c.value_hidden_dims, c.ensemble, c.layer_norm), c)
+    value_def = network(MLP(c.value_hidden_dims, 1, c.layer_norm), c)
     tx = optax.adam(c.lr)
 
     def critic(params, obs, actions):

@@ -47,6 +47,7 @@ from rql.agents.kit import (
     update_with_targets,
     value_stats,
 )
+from rql.agents.kit import network
 from rql.nets import Ensemble, VelocityField
 
 
@@ -65,8 +66,8 @@ def make(config: FBRACConfig, obs_dim: int, action_dim: int) -> Agent:
     c = config
     h, F = c.horizon, c.flow_steps
     chunk_dim = h * action_dim
-    flow_def = VelocityField(c.actor_hidden_dims, chunk_dim, c.actor_layer_norm)
-    critic_def = Ensemble(c.value_hidden_dims, c.ensemble, c.layer_norm)
+    flow_def = network(VelocityField(c.actor_hidden_dims, chunk_dim, c.actor_layer_norm), c)
+    critic_def = network(Ensemble(c.value_hidden_dims, c.ensemble, c.layer_norm), c)
     tx = optax.adam(c.lr)
 
     def critic(params, obs, actions):

@@ -50,6 +50,7 @@ from rql.agents.kit import (
     update_with_targets,
     value_stats,
 )
+from rql.agents.kit import network
 from rql.nets import Ensemble, VelocityField
 
 
@@ -74,9 +75,9 @@ def make(config: FEditConfig, obs_dim: int, action_dim: int) -> Agent:
     chunk_dim = h * action_dim
     target_entropy = (c.edit_target_entropy if c.edit_target_entropy is not None
                       else -c.edit_target_entropy_multiplier * chunk_dim)
-    flow_def = VelocityField(c.actor_hidden_dims, chunk_dim, c.actor_layer_norm)
-    edit_def = TanhGaussian(c.actor_hidden_dims, chunk_dim)
-    critic_def = Ensemble(c.value_hidden_dims, c.ensemble, c.layer_norm)
+    flow_def = network(VelocityField(c.actor_hidden_dims, chunk_dim, c.actor_layer_norm), c)
+    edit_def = network(TanhGaussian(c.actor_hidden_dims, chunk_dim), c, concat=True)
+    critic_def = network(Ensemble(c.value_hidden_dims, c.ensemble, c.layer_norm), c)
     tx = optax.adam(c.lr)
 
     def critic(params, obs, actions):
@@ -87,7 +88,7 @@ def make(config: FEditConfig, obs_dim: int, action_dim: int) -> Agent:
 
     def edit(edit_params, obs, actions, key):
         """``(clip(a + edit_scale * e, -1, 1), log pi(e | s, a))`` with ``e`` the squashed edit."""
-        mean, log_std = edit_def.apply(edit_params, jnp.concatenate([obs, actions], axis=-1))
+        mean, log_std = edit_def.apply(edit_params, obs, actions)
         e, log_prob = tanh_gaussian_sample(mean, log_std, key)
         return jnp.clip(actions + c.edit_scale * e, -1.0, 1.0), log_prob
 
@@ -104,7 +105,7 @@ def make(config: FEditConfig, obs_dim: int, action_dim: int) -> Agent:
         o, x = jnp.zeros((1, obs_dim)), jnp.zeros((1, chunk_dim))
         params = {
             "flow": flow_def.init(k_flow, o, x, jnp.zeros((1, 1))),
-            "edit": edit_def.init(k_edit, jnp.concatenate([o, x], axis=-1)),
+            "edit": edit_def.init(k_edit, o, x),
             "critic": critic_def.init(k_critic, o, x),
             "log_alpha": jnp.zeros(()),
         }

@@ -12,6 +12,7 @@ import optax
 from rql import flow
 from rql.agents.base import Agent, AgentConfig, Batch, chunk_action_mask, flat_chunk, optimizer_step, polyak
 from rql.agents.fields import layer_sizes, non_negative, positive_int, unit_interval
+from rql.agents.kit import network
 from rql.nets import VelocityField
 
 
@@ -37,7 +38,7 @@ def make(config: FlowBCConfig, obs_dim: int, action_dim: int) -> Agent:
     c = config
     h, F = c.horizon, c.flow_steps
     chunk_dim = h * action_dim
-    actor_def = VelocityField(c.actor_hidden_dims, chunk_dim, c.actor_layer_norm, c.actor_out_init_scale)
+    actor_def = network(VelocityField(c.actor_hidden_dims, chunk_dim, c.actor_layer_norm, c.actor_out_init_scale), c)
     tx = optax.adam(c.lr)
 
     def init(key):

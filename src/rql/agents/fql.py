@@ -46,6 +46,7 @@ from rql.agents.kit import (
     update_with_targets,
     window_mean,
 )
+from rql.agents.kit import network
 from rql.nets import MLP, Ensemble, VelocityField
 
 @dataclasses.dataclass
@@ -71,14 +72,14 @@ def make(config: FQLConfig, obs_dim: int, action_dim: int) -> Agent:
     c = config
     h, F, N = c.horizon, c.flow_steps, c.best_of_n
     chunk_dim = h * action_dim
-    flow_def = VelocityField(c.actor_hidden_dims, chunk_dim, c.actor_layer_norm)
-    onestep_def = MLP(c.actor_hidden_dims, chunk_dim, c.actor_layer_norm)
-    critic_def = Ensemble(c.value_hidden_dims, c.ensemble, c.layer_norm)
+    flow_def = network(VelocityField(c.actor_hidden_dims, chunk_dim, c.actor_layer_norm), c)
+    onestep_def = network(MLP(c.actor_hidden_dims, chunk_dim, c.actor_layer_norm), c, concat=True)
+    critic_def = network(Ensemble(c.value_hidden_dims, c.ensemble, c.layer_norm), c)
     tx = optax.adam(c.lr)
 
     def onestep(params, obs, noise):
         """The one-step policy: noise -> action chunk, clipped to [-1, 1]."""
-        return jnp.clip(onestep_def.apply(params, jnp.concatenate([obs, noise], axis=-1)), -1.0, 1.0)
+        return jnp.clip(onestep_def.apply(params, obs, noise), -1.0, 1.0)
 
     def flow_actions(params, obs, noise):
         """F Euler steps of the behaviour flow from ``noise``, clipped to [-1, 1]."""
@@ -104,7 +105,7 @@ def make(config: FQLConfig, obs_dim: int, action_dim: int) -> Agent:
         x = jnp.zeros((1, chunk_dim))
         params = {
             "flow": flow_def.init(k_flow, o, x, jnp.zeros((1, 1))),
-            "onestep": onestep_def.init(k_onestep, jnp.concatenate([o, x], axis=-1)),
+            "onestep": onestep_def.init(k_onestep, o, x),
             "critic": critic_def.init(k_critic, o, x),
         }
         return {"params": params, "target_critic": params["critic"], "opt_state": tx.init(params)}
@@ -134,7 +135,7 @@ def make(config: FQLConfig, obs_dim: int, action_dim: int) -> Agent:
         # One-step policy: distilled from the flow's samples and pushed up the (frozen) critic.
         z = jax.random.normal(k_distill, (B, chunk_dim))
         teacher = jax.lax.stop_gradient(flow_actions(params["flow"], s0, z))
-        student = onestep_def.apply(params["onestep"], jnp.concatenate([s0, z], axis=-1))
+        student = onestep_def.apply(params["onestep"], s0, z)
         distill_loss = jnp.mean(jnp.square(student - teacher))
         q_pi = critic(jax.lax.stop_gradient(params["critic"]), s0, jnp.clip(student, -1.0, 1.0)).mean(axis=0)
         q_loss = -jnp.mean(q_pi)

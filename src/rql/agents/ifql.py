@@ -41,6 +41,7 @@ from rql.agents.kit import (
     update_with_targets,
     window_mean,
 )
+from rql.agents.kit import network
 from rql.nets import MLP, Ensemble, VelocityField
 
 
@@ -72,9 +73,9 @@ def make(config: IFQLConfig, obs_dim: int, action_dim: int) -> Agent:
     c = config
     h, F, N = c.horizon, c.flow_steps, c.num_samples
     chunk_dim = h * action_dim
-    flow_def = VelocityField(c.actor_hidden_dims, chunk_dim, c.actor_layer_norm)
-    value_def = MLP(c.value_hidden_dims, 1, c.layer_norm)
-    critic_def = Ensemble(c.value_hidden_dims, c.ensemble, c.layer_norm)
+    flow_def = network(VelocityField(c.actor_hidden_dims, chunk_dim, c.actor_layer_norm), c)
+    value_def = network(MLP(c.value_hidden_dims, 1, c.layer_norm), c)
+    critic_def = network(Ensemble(c.value_hidden_dims, c.ensemble, c.layer_norm), c)
     tx = optax.adam(c.lr)
 
     def value(params, obs):

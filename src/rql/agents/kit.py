@@ -22,6 +22,9 @@ Critic ensembles
 Losses
     :func:`expectile_loss`, :func:`window_mean` (the suite's valid-weighted mean),
     :func:`suite_bc_flow_loss` (the suite's flow-matching BC loss).
+Networks
+    :func:`network` (:class:`Network`): every network on observations is built through it, so that
+    ``--agent.encoder`` puts an image encoder in front of each (none for state observations).
 Policies
     :class:`TanhGaussian` and :func:`tanh_gaussian_sample` (a squashed Gaussian head and its sample).
 Registration
@@ -143,6 +146,58 @@ def update_with_targets(tx, losses: Callable, targets: Sequence[str], tau: float
     return update
 
 
+# --- networks on observations: the one place image encoders come in -----------------------------
+
+
+class Network:
+    """A network of an agent on observations, with the image encoder of ``config.encoder`` in front.
+
+    ``init(key, obs, *rest)`` and ``apply(params, obs, *rest)`` as a Flax module's, ``obs`` first
+    (``(..., obs_dim)``; flat images ``(..., H * W * C)``, uint8 or float). With ``encoder = "none"``
+    they are the module's own ``init``/``apply`` (same parameters, same numbers); with an encoder the
+    parameters are ``{"encoder": ..., "net": ...}`` and the module sees the encoder's features instead of
+    ``obs``. Every network built through here has its own encoder (the FQL codebase's choice: actor and
+    critic do not share one), trained by the losses that reach that network's parameters; a target copy
+    of a network copies (and Polyak-averages) its encoder too. ``concat=True``: the module takes one
+    input, ``concatenate([obs, *rest])`` (features in place of ``obs``), as one-step policies do."""
+
+    def __init__(self, module, config=None, concat: bool = False):
+        from rql.nets import ENCODERS, ImpalaEncoder
+
+        self.module, self.concat = module, concat
+        name = getattr(config, "encoder", "none")
+        self.encoder = None
+        if name != "none":
+            shape = tuple(getattr(config, "image_shape", ()) or ())
+            if len(shape) != 3:
+                from rql.errors import RQLError
+
+                raise RQLError(f"--agent.encoder {name} reads image observations (N, H, W, C), but the "
+                               f"observations are flat vectors; use --agent.encoder none for state observations")
+            self.encoder = ImpalaEncoder(shape, **ENCODERS[name])
+
+    def _inputs(self, obs, rest):
+        return (jnp.concatenate([obs, *rest], axis=-1),) if self.concat else (obs, *rest)
+
+    def init(self, key, obs, *rest):
+        if self.encoder is None:
+            return self.module.init(key, *self._inputs(obs, rest))
+        k_enc, k_net = jax.random.split(key)
+        enc = self.encoder.init(k_enc, obs)
+        return {"encoder": enc, "net": self.module.init(k_net, *self._inputs(self.encoder.apply(enc, obs), rest))}
+
+    def apply(self, params, obs, *rest):
+        if self.encoder is None:
+            return self.module.apply(params, *self._inputs(obs, rest))
+        return self.module.apply(params["net"], *self._inputs(self.encoder.apply(params["encoder"], obs), rest))
+
+
+def network(module, config, concat: bool = False) -> Network:
+    """``module`` (a Flax module whose first input is the observation) behind ``config``'s image encoder
+    (:class:`Network`); the same module, same parameters, when ``config.encoder`` is ``none``."""
+    return Network(module, config, concat)
+
+
 # --- a squashed Gaussian policy head -----------------------------------------------------------
 
 
@@ -186,8 +241,8 @@ def suite_spec(name: str, description: str, config_cls: type, make):
 
 
 __all__ = [
-    "ActorCriticConfig", "Agent", "AgentConfig", "AgentSpec", "Batch", "QAgg", "SMALL", "SuiteConfig",
+    "ActorCriticConfig", "Agent", "AgentConfig", "AgentSpec", "Batch", "Network", "QAgg", "SMALL", "SuiteConfig",
     "TanhGaussian", "Windows", "aggregate", "best_of_n", "chunk_action_mask", "chunk_td", "expectile_loss",
-    "flat_chunk", "n_step_return", "optimizer_step", "pessimistic", "polyak", "suite_bc_flow_loss", "suite_spec",
+    "flat_chunk", "n_step_return", "network", "optimizer_step", "pessimistic", "polyak", "suite_bc_flow_loss", "suite_spec",
     "tanh_gaussian_sample", "td_loss", "update_with_targets", "value_stats", "window_mean",
 ]

@@ -69,6 +69,7 @@ from rql.agents.kit import (
     update_with_targets,
 )
 from rql.errors import RQLError
+from rql.agents.kit import network
 from rql.nets import MLP, Ensemble, VelocityField
 
 
@@ -176,10 +177,10 @@ def make(config: QAMConfig, obs_dim: int, action_dim: int, name: str = "qam") ->
         raise RQLError("QAM takes either fql_alpha > 0 (QAM-F) or edit_scale > 0 (QAM-E), not both; set one to 0")
     h, F = c.horizon, c.flow_steps
     D = h * action_dim
-    flow_def = VelocityField(c.actor_hidden_dims, D, c.actor_layer_norm)
-    onestep_def = MLP(c.actor_hidden_dims, D, c.actor_layer_norm)
-    edit_def = TanhGaussian(c.actor_hidden_dims, D)
-    critic_def = Ensemble(c.value_hidden_dims, c.ensemble, c.layer_norm)
+    flow_def = network(VelocityField(c.actor_hidden_dims, D, c.actor_layer_norm), c)
+    onestep_def = network(MLP(c.actor_hidden_dims, D, c.actor_layer_norm), c, concat=True)
+    edit_def = network(TanhGaussian(c.actor_hidden_dims, D), c, concat=True)
+    critic_def = network(Ensemble(c.value_hidden_dims, c.ensemble, c.layer_norm), c)
     target_entropy = c.edit_target_entropy
     if target_entropy is None:
         target_entropy = -c.edit_target_entropy_multiplier * D
@@ -207,11 +208,11 @@ def make(config: QAMConfig, obs_dim: int, action_dim: int, name: str = "qam") ->
         return jnp.clip(x, -1.0, 1.0)
 
     def onestep(params, obs, noise):
-        return onestep_def.apply(params["onestep"], jnp.concatenate([obs, noise], axis=-1))
+        return onestep_def.apply(params["onestep"], obs, noise)
 
     def edit_sample(params, obs, actions, key):
         """``(e, log p(e))``: the edit policy's squashed sample at ``(s, a)``, ``|e| < 1``."""
-        mean, log_std = edit_def.apply(params["edit"], jnp.concatenate([obs, actions], axis=-1))
+        mean, log_std = edit_def.apply(params["edit"], obs, actions)
         return tanh_gaussian_sample(mean, log_std, key)
 
     def edit_actions(params, obs, actions, key):
@@ -246,9 +247,9 @@ def make(config: QAMConfig, obs_dim: int, action_dim: int, name: str = "qam") ->
             "fine": flow_def.init(k_fine, o, x, t),
         }
         if c.fql_alpha > 0:
-            params["onestep"] = onestep_def.init(k_onestep, jnp.concatenate([o, x], axis=-1))
+            params["onestep"] = onestep_def.init(k_onestep, o, x)
         if c.edit_scale > 0:
-            params["edit"] = edit_def.init(k_edit, jnp.concatenate([o, x], axis=-1))
+            params["edit"] = edit_def.init(k_edit, o, x)
             params["log_alpha"] = jnp.zeros(())
         return {
             "params": params,

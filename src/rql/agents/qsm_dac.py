@@ -56,6 +56,7 @@ from rql.agents.kit import (
     update_with_targets,
 )
 from rql.errors import RQLError
+from rql.agents.kit import network
 from rql.nets import Ensemble, default_init
 
 
@@ -183,8 +184,8 @@ def make(config: DiffusionQConfig, obs_dim: int, action_dim: int) -> Agent:
         raise RQLError("the diffusion policy needs at least one hidden layer (actor_hidden_dims)")
     h, T = c.horizon, c.flow_steps
     chunk_dim = h * action_dim
-    actor_def = NoisePredictor(c.actor_hidden_dims, chunk_dim, c.time_dim, c.actor_layer_norm)
-    critic_def = Ensemble(c.value_hidden_dims, c.ensemble, c.layer_norm)
+    actor_def = network(NoisePredictor(c.actor_hidden_dims, chunk_dim, c.time_dim, c.actor_layer_norm), c)
+    critic_def = network(Ensemble(c.value_hidden_dims, c.ensemble, c.layer_norm), c)
     tx = optax.chain(optax.clip_by_global_norm(c.clip_grad_norm), optax.adam(c.lr))
 
     # Index 0 is the clean action (beta_0 = 0, abar_0 = 1).

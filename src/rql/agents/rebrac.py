@@ -43,6 +43,7 @@ from rql.agents.kit import (
     optimizer_step,
     polyak,
 )
+from rql.agents.kit import network
 from rql.nets import Ensemble, GaussianActor
 
 
@@ -88,8 +89,8 @@ def make(config: ReBRACConfig, obs_dim: int, action_dim: int) -> Agent:
     c = config
     h = c.horizon
     chunk_dim = h * action_dim
-    actor_def = GaussianActor(c.actor_hidden_dims, chunk_dim, c.actor_layer_norm, True, c.actor_fc_scale)
-    critic_def = Ensemble(c.value_hidden_dims, c.ensemble, c.layer_norm)
+    actor_def = network(GaussianActor(c.actor_hidden_dims, chunk_dim, c.actor_layer_norm, True, c.actor_fc_scale), c)
+    critic_def = network(Ensemble(c.value_hidden_dims, c.ensemble, c.layer_norm), c)
     tx = optax.adam(c.lr)
 
     def actor(params, obs):

@@ -43,6 +43,7 @@ from rql.agents.base import (
     polyak,
 )
 from rql.agents.fields import non_negative, open_unit_interval, positive_int, unit_interval
+from rql.agents.kit import network
 from rql.nets import Ensemble, VelocityField
 
 
@@ -76,8 +77,8 @@ def make(config: RQLConfig, obs_dim: int, action_dim: int) -> Agent:
     c = config
     h, F = c.horizon, c.flow_steps
     chunk_dim = h * action_dim
-    actor_def = VelocityField(c.actor_hidden_dims, chunk_dim, c.actor_layer_norm, c.actor_out_init_scale)
-    value_def = Ensemble(c.value_hidden_dims, c.ensemble, c.layer_norm)
+    actor_def = network(VelocityField(c.actor_hidden_dims, chunk_dim, c.actor_layer_norm, c.actor_out_init_scale), c)
+    value_def = network(Ensemble(c.value_hidden_dims, c.ensemble, c.layer_norm), c)
     tx = optax.adam(c.lr)
 
     def velocity(params):

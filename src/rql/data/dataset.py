@@ -2,7 +2,8 @@
 
 A :class:`Dataset` holds transitions stored episode after episode:
 
-- ``observations`` (N, obs_dim) float32
+- ``observations`` (N, obs_dim) float32, or images (N, H, W, C) uint8 (kept uint8: never a float
+  copy; turned into floats inside the compiled update, see ``docs/pixels.md``)
 - ``actions``      (N, action_dim) float32, inside [-1, 1]
 - ``rewards``      (N,) float32
 - ``terminals``    (N,) float32, 1.0 on the last transition of every episode (an episode
@@ -62,7 +63,13 @@ class Dataset:
 
     @property
     def obs_dim(self) -> int:
-        return int(self.observations.shape[1])
+        """Numbers per observation (for images ``H * W * C``: the agent sees them flat)."""
+        return int(np.prod(self.observations.shape[1:]))
+
+    @property
+    def image_shape(self) -> tuple[int, int, int] | None:
+        """``(H, W, C)`` of image observations, None for state vectors."""
+        return tuple(int(d) for d in self.observations.shape[1:]) if self.observations.ndim == 4 else None
 
     @property
     def action_dim(self) -> int:
@@ -127,16 +134,16 @@ def validate(arrays: dict, source: str, horizon: int = 1, sparse: bool = False) 
             raise RQLError(f"{source}: '{k}' has dtype {a.dtype}; expected numbers")
         out[k] = a
     obs, act = out["observations"], out["actions"]
-    if obs.ndim != 2:
-        raise RQLError(f"{source}: 'observations' has shape {obs.shape}; expected (N, obs_dim)")
+    check_observations(obs, source)
     if act.ndim != 2:
         raise RQLError(f"{source}: 'actions' has shape {act.shape}; expected (N, action_dim)")
     n = obs.shape[0]
     if n == 0:
         raise RQLError(f"{source}: the dataset is empty")
     for k in SUCCESSOR_KEYS:
-        if k in out and (out[k].ndim != 2 or out[k].shape[1] != obs.shape[1]):
-            raise RQLError(f"{source}: '{k}' has shape {out[k].shape}; expected (rows, {obs.shape[1]}) like 'observations'")
+        if k in out and out[k].shape[1:] != obs.shape[1:]:
+            raise RQLError(f"{source}: '{k}' has shape {out[k].shape}; expected (rows, {', '.join(map(str, obs.shape[1:]))}) "
+                           "like 'observations'")
     for k, a in out.items():
         if k == "end_next_observations":
             continue  # one row per episode, checked below
@@ -163,7 +170,7 @@ def validate(arrays: dict, source: str, horizon: int = 1, sparse: bool = False) 
     if sparse:
         rewards = make_sparse(rewards)
     ds = Dataset(
-        observations=np.ascontiguousarray(obs, dtype=np.float32),
+        observations=np.ascontiguousarray(obs, dtype=obs_dtype(obs)),
         actions=np.clip(act.astype(np.float32), -1 + ACTION_CLIP_EPS, 1 - ACTION_CLIP_EPS),
         rewards=rewards,
         terminals=terminals,
@@ -184,8 +191,9 @@ def validate(arrays: dict, source: str, horizon: int = 1, sparse: bool = False) 
 def _end_successors(out: dict, ends: np.ndarray, source: str) -> np.ndarray | None:
     """The successor state of each episode's last step from ``next_observations`` or
     ``end_next_observations``; None when the source has neither."""
+    dtype = obs_dtype(out["observations"])
     if "next_observations" in out:
-        return np.ascontiguousarray(out["next_observations"][ends], dtype=np.float32)
+        return np.ascontiguousarray(out["next_observations"][ends], dtype=dtype)
     if "end_next_observations" in out:
         succ = out["end_next_observations"]
         if len(succ) == len(ends) - 1:
@@ -194,5 +202,25 @@ def _end_successors(out: dict, ends: np.ndarray, source: str) -> np.ndarray | No
         if len(succ) != len(ends):
             raise RQLError(f"{source}: 'end_next_observations' has {len(succ)} rows for {len(ends)} episodes; "
                            "it needs one row per episode")
-        return np.ascontiguousarray(succ, dtype=np.float32)
+        return np.ascontiguousarray(succ, dtype=dtype)
     return None
+
+
+def obs_dtype(obs: np.ndarray):
+    """The dtype observations are kept in: uint8 for images (no float copy), float32 for state vectors."""
+    return np.uint8 if obs.ndim == 4 else np.float32
+
+
+def check_observations(obs: np.ndarray, source: str) -> None:
+    """State vectors (N, obs_dim) of numbers, or images (N, H, W, C) of uint8; else one clear error."""
+    if obs.ndim == 4:
+        if obs.dtype != np.uint8:
+            raise RQLError(f"{source}: 'observations' are images {obs.shape} of dtype {obs.dtype}; image observations "
+                           "must be uint8 (0..255), as OGBench's visual datasets store them")
+        if not 1 <= obs.shape[3] <= 4 or min(obs.shape[1:3]) < 8:
+            raise RQLError(f"{source}: 'observations' have shape {obs.shape}; images must be (N, H, W, C) with "
+                           "C in 1..4 channels last and H, W at least 8")
+        return
+    if obs.ndim != 2:
+        raise RQLError(f"{source}: 'observations' has shape {obs.shape}; expected (N, obs_dim) state vectors "
+                       "or (N, H, W, C) uint8 images")

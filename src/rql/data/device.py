@@ -15,6 +15,10 @@ steps those before the first episode end, ``masks`` the running minimum over the
 the bootstrap state the successor of the last valid step: ``observations[k + 1]`` inside an
 episode, the episode's stored successor (``end_next_observations``, one row per episode) at its
 end. Window index ``h`` carries that state (see :class:`rql.agents.base.Batch`).
+
+Image observations are stored uint8 and flat (``(N, H * W * C)``); with a :class:`rql.pixels.Pixels`
+(``px``) the windows' observations are stacked frames (never across an episode start) gathered here,
+still uint8 (see :mod:`rql.pixels`). Without one (state observations) the code is as it always was.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import numpy as np
 
 from rql.agents.base import Batch
 from rql.data.dataset import Dataset
+from rql.pixels import Pixels, stacked, stacked_successor
 
 _NO_END = np.iinfo(np.int32).max  # padding of ``end_steps`` (sorts after every real index)
 
@@ -60,8 +65,9 @@ def to_device(ds: Dataset, capacity: int | None = None, episode_capacity: int | 
     n, m = capacity or ds.size, episode_capacity or len(all_ends)
     if ds.size > n or len(all_ends) > m:
         raise ValueError("dataset larger than the given capacity")
+    flat = ds.observations.reshape(ds.size, -1)  # images (N, H, W, C) seen flat: a view, no copy
     return DeviceDataset(
-        observations=jnp.asarray(_pad(ds.observations, n)),
+        observations=jnp.asarray(_pad(flat, n)),
         actions=jnp.asarray(_pad(ds.actions, n)),
         rewards=jnp.asarray(_pad(ds.rewards, n)),
         terminals=jnp.asarray(_pad(ds.terminals, n)),
@@ -71,8 +77,15 @@ def to_device(ds: Dataset, capacity: int | None = None, episode_capacity: int | 
         num_episodes=jnp.asarray(len(starts), jnp.int32),
         size=jnp.asarray(ds.size, jnp.int32),
         end_steps=jnp.asarray(_pad(all_ends.astype(np.int32), m, _NO_END)),
-        end_next_observations=jnp.asarray(_pad(ds.successors_or_own().astype(np.float32), m)),
+        end_next_observations=jnp.asarray(_pad(_successor_rows(ds), m)),
     )
+
+
+def _successor_rows(ds: Dataset) -> np.ndarray:
+    rows = ds.successors_or_own()
+    if ds.image_shape is not None:
+        return np.ascontiguousarray(rows.reshape(len(rows), -1))
+    return rows.astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- rql windows
@@ -88,17 +101,17 @@ def window_indices(data: DeviceDataset, key: jax.Array, batch_size: int, horizon
     return jnp.minimum(idx, last[:, None])
 
 
-def rql_batch_at(data: DeviceDataset, starts: jax.Array, horizon: int) -> Batch:
+def rql_batch_at(data: DeviceDataset, starts: jax.Array, horizon: int, px: Pixels | None = None) -> Batch:
     """The ``rql`` windows that start at ``starts`` (B,): indices clamped to each start's episode end
     (what the ``rql`` sampler gathers once it has drawn its starts)."""
     last = data.end_steps[jnp.minimum(jnp.searchsorted(data.end_steps, starts), data.end_steps.shape[0] - 1)]
     idx = jnp.minimum(starts[:, None] + jnp.arange(horizon + 1, dtype=starts.dtype)[None, :], last[:, None])
-    return _gather(data, idx)
+    return _gather(data, idx, px)
 
 
-def _gather(data: DeviceDataset, idx: jax.Array) -> Batch:
+def _gather(data: DeviceDataset, idx: jax.Array, px: Pixels | None = None) -> Batch:
     return Batch(
-        observations=data.observations[idx],
+        observations=data.observations[idx] if px is None else stacked(data.observations, data.end_steps, idx, px),
         actions=data.actions[idx],
         rewards=data.rewards[idx],
         terminals=data.terminals[idx],
@@ -106,8 +119,9 @@ def _gather(data: DeviceDataset, idx: jax.Array) -> Batch:
     )
 
 
-def _rql_windows(data: DeviceDataset, key: jax.Array, batch_size: int, horizon: int) -> Batch:
-    return _gather(data, window_indices(data, key, batch_size, horizon))
+def _rql_windows(data: DeviceDataset, key: jax.Array, batch_size: int, horizon: int,
+                 px: Pixels | None = None) -> Batch:
+    return _gather(data, window_indices(data, key, batch_size, horizon), px)
 
 
 # ----------------------------------------------------------------------------- suite windows
@@ -154,25 +168,32 @@ def successor(data: DeviceDataset, k: jax.Array, is_end: jax.Array) -> jax.Array
     return successor_in(data.observations, data.end_steps, data.end_next_observations, k, is_end)
 
 
-def suite_batch_at(data: DeviceDataset, starts: jax.Array, horizon: int) -> Batch:
+def suite_batch_at(data: DeviceDataset, starts: jax.Array, horizon: int, px: Pixels | None = None) -> Batch:
     """The ``suite`` windows that start at ``starts`` (B,)."""
     idx = starts[:, None] + jnp.arange(horizon, dtype=starts.dtype)[None, :]
-    steps = Batch(data.observations[idx], data.actions[idx], data.rewards[idx], data.terminals[idx], data.masks[idx])
-    return suite_window(steps, lambda k, end: successor(data, k, end), idx)
+    if px is None:
+        obs, succ = data.observations[idx], (lambda k, end: successor(data, k, end))
+    else:
+        obs = stacked(data.observations, data.end_steps, idx, px)
+        succ = lambda k, end: stacked_successor(  # noqa: E731
+            data.observations, data.end_steps, data.end_next_observations, k, end, px)
+    steps = Batch(obs, data.actions[idx], data.rewards[idx], data.terminals[idx], data.masks[idx])
+    return suite_window(steps, succ, idx)
 
 
-def _suite_windows(data: DeviceDataset, key: jax.Array, batch_size: int, horizon: int) -> Batch:
-    return suite_batch_at(data, suite_starts(data, key, batch_size, horizon), horizon)
+def _suite_windows(data: DeviceDataset, key: jax.Array, batch_size: int, horizon: int,
+                   px: Pixels | None = None) -> Batch:
+    return suite_batch_at(data, suite_starts(data, key, batch_size, horizon), horizon, px)
 
 
 # ----------------------------------------------------------------------------- either
 
 
 def sample_windows(data: DeviceDataset, key: jax.Array, batch_size: int, horizon: int,
-                   windows: str = "rql") -> Batch:
-    """B windows under the named semantics (``rql`` or ``suite``)."""
+                   windows: str = "rql", px: Pixels | None = None) -> Batch:
+    """B windows under the named semantics (``rql`` or ``suite``); image windows stacked as ``px`` says."""
     if windows == "suite":
-        return _suite_windows(data, key, batch_size, horizon)
+        return _suite_windows(data, key, batch_size, horizon, px)
     if windows != "rql":
         raise ValueError(f"unknown window semantics {windows!r}")
-    return _rql_windows(data, key, batch_size, horizon)
+    return _rql_windows(data, key, batch_size, horizon, px)

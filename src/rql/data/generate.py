@@ -54,7 +54,8 @@ _MANIP_EPISODES = {
 _MANIP_TYPES = ("play", "noisy")
 _MAZES = ("pointmaze-medium", "pointmaze-large", "pointmaze-giant", "pointmaze-teleport")
 _MAZE_TYPES = ("navigate", "stitch")
-_DOWNLOAD_ONLY = ("antmaze", "humanoidmaze", "antsoccer", "visual-", "powderworld")
+_DOWNLOAD_ONLY = ("antmaze", "humanoidmaze", "antsoccer", "visual-antmaze", "visual-humanoidmaze", "powderworld")
+_VISUAL = "visual-"  # visual-<manipulation env>: the same oracles, observations rendered 64x64x3 uint8
 
 # Recipe constants (from the official scripts).
 _PLAN_NOISE = 0.1
@@ -66,7 +67,7 @@ _MAZE_NOISE = 0.5
 _STITCH_CELLS = 4
 _SCENE_MAX_RETRIES = 1000
 
-SUPPORTED = tuple(f"{e}-{t}-v0" for e in _MANIP_EPISODES for t in _MANIP_TYPES) + tuple(
+SUPPORTED = tuple(f"{v}{e}-{t}-v0" for v in ("", _VISUAL) for e in _MANIP_EPISODES for t in _MANIP_TYPES) + tuple(
     f"{m}-{t}-v0" for m in _MAZES for t in _MAZE_TYPES
 )
 
@@ -93,7 +94,7 @@ class Recipe:
 def _supported_summary() -> str:
     manip = "|".join(_MANIP_EPISODES)
     mazes = "|".join(m.split("-", 1)[1] for m in _MAZES)
-    return f"({manip})-(play|noisy)-v0 and pointmaze-({mazes})-(navigate|stitch)-v0"
+    return f"[visual-]({manip})-(play|noisy)-v0 and pointmaze-({mazes})-(navigate|stitch)-v0"
 
 
 def resolve(name: str) -> Recipe:
@@ -126,8 +127,9 @@ def resolve(name: str) -> Recipe:
         )
     if len(parts) >= 2:
         env, kind = "-".join(parts[:-1]), parts[-1]
-        if env in _MANIP_EPISODES and kind in _MANIP_TYPES:
-            return Recipe(dataset, f"{env}-v0", kind, _MANIP_EPISODES[env], 1001)
+        base = env[len(_VISUAL):] if env.startswith(_VISUAL) else env
+        if base in _MANIP_EPISODES and kind in _MANIP_TYPES:
+            return Recipe(dataset, f"{env}-v0", kind, _MANIP_EPISODES[base], 1001)
         if env in _MAZES and kind in _MAZE_TYPES:
             if kind == "stitch":
                 return Recipe(dataset, f"{env}-v0", kind, 5000, 201)
@@ -161,13 +163,13 @@ class _ManipCollector:
             recipe.env_id, terminate_at_goal=False, mode="data_collection", max_episode_steps=max_steps
         )
         self.has_buttons = hasattr(self.env.unwrapped, "_cur_button_states")
-        name = recipe.env_id
+        name = self.base_name = recipe.env_id.removeprefix(_VISUAL)
         self.is_scene = name.startswith("scene")
         self.p_random = 0.0 if recipe.kind == "play" else (0.2 if name.startswith("puzzle") else 0.1)
         self.oracles = self._make_oracles()
 
     def _make_oracles(self) -> dict[str, Any]:
-        env, name = self.env, self.recipe.env_id
+        env, name = self.env, self.base_name
         if self.recipe.kind == "play":
             from ogbench.manipspace.oracles.plan.button_plan import ButtonPlanOracle
             from ogbench.manipspace.oracles.plan.cube_plan import CubePlanOracle
@@ -203,7 +205,7 @@ class _ManipCollector:
         }
 
     def _p_stack(self) -> float:
-        name = self.recipe.env_id
+        name = self.base_name
         if "single" in name:
             return 0.0
         if "double" in name:
@@ -367,7 +369,8 @@ def _pack(obs, acts, terms, qpos, qvel, buttons) -> dict[str, np.ndarray]:
     terminals = np.asarray(terms, dtype=bool)
     terminals[-1] = True  # the episode ends here whatever the wrappers reported
     out = {
-        "observations": np.asarray(obs, dtype=np.float32),
+        # images (visual-... environments) stay uint8, as OGBench stores them; state vectors float32
+        "observations": np.asarray(obs, dtype=np.uint8 if np.asarray(obs[0]).dtype == np.uint8 else np.float32),
         "actions": np.asarray(acts, dtype=np.float32),
         "terminals": terminals,
         "qpos": np.asarray(qpos, dtype=np.float32),

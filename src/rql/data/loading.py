@@ -27,16 +27,23 @@ from rql.errors import RQLError
 DEFAULT_OGBENCH_DIR = "~/.ogbench/data"
 
 
-def make_env(task: str, **kwargs):
-    """The OGBench single-task environment of ``task``, or one clear error."""
+def make_env(task: str, frame_stack: int | None = None, **kwargs):
+    """The OGBench single-task environment of ``task``, or one clear error. With ``frame_stack`` an
+    environment of image observations returns them as the agent reads them: ``frame_stack`` frames
+    stacked, flat, uint8 (:func:`rql.pixels.stack_env`); state environments are left as they are."""
     import ogbench  # noqa: F401  (registers the environments)
     import gymnasium
 
     env_name, _ = split_task(task)
     try:
-        return gymnasium.make(env_name, **kwargs)
+        env = gymnasium.make(env_name, **kwargs)
     except gymnasium.error.Error as e:
         raise RQLError(f"unknown task '{task}' ({e}); see OGBench's list of single-task environments") from None
+    if frame_stack is not None and len(env.observation_space.shape) == 3:
+        from rql.pixels import stack_env
+
+        env = stack_env(env, frame_stack)
+    return env
 
 
 def ogbench_regular(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -85,7 +85,7 @@ def run_episodes(policy, states, envs, episodes: int, keys: list, seeds: list[in
     # episodes in the order they start: episode 0 of every policy, then episode 1, ...
     todo = [(g, i) for i in range(first_episode, first_episode + episodes) for g in range(G)][::-1]
     key_data = jax.numpy.stack([jax.numpy.asarray(k) for k in keys])
-    obs = np.zeros((n, obs_dim), np.float32)
+    obs = np.zeros((n, obs_dim), getattr(stepper, "obs_dtype", np.float32))
     slot_seed = np.zeros(n, np.int32)
     slot_episode = np.zeros(n, np.int32)
     slot_chunk = np.zeros(n, np.int32)

@@ -111,6 +111,11 @@ class _Stepper:
     def obs_dim(self) -> int:
         return self.local[0].observation_space.shape[0]
 
+    @property
+    def obs_dtype(self):
+        """uint8 for image observations (kept as the policy's encoder reads them), else float32."""
+        return np.uint8 if self.local[0].observation_space.dtype == np.uint8 else np.float32
+
     def _split(self, slots):
         by = [[] for _ in range(self.P)]
         for j, s in enumerate(slots):

@@ -74,6 +74,12 @@ class RunConfig:
     """Updates compiled into one lax.scan block (a divisor of the log/eval/save intervals is used)."""
     shard_every: int = 1000
     """With a folder of .npz shards as --dataset-path: updates on one shard before moving to the next."""
+    frame_stack: int = 1
+    """Image observations: frames per observation, stacked along the channels (the FQL codebase's 3 on visual
+    tasks); never across an episode start (the first frame repeated), in training, evaluation and online."""
+    p_aug: float = 0.0
+    """Image observations: probability per batch of random-shift augmentation (pad 3, edge, crop; the FQL
+    codebase's 0.5 on visual tasks), on the device, from the run's seed."""
     seed: int = 0
     """Seed of initialisation, sampling and evaluation; same seed, same machine -> same run."""
     shard_seed: int | None = None
@@ -102,6 +108,8 @@ def validate(run: RunConfig) -> RunConfig:
     for name in ("eval_every", "log_every", "eval_episodes", "eval_envs", "updates_per_dispatch", "eval_workers"):
         if (getattr(run, name) or 0) < 0:
             raise RQLError(f"--{name.replace('_', '-')} must not be negative")
+    if run.frame_stack < 1 or not 0.0 <= run.p_aug <= 1.0:
+        raise RQLError(f"--frame-stack must be at least 1 (got {run.frame_stack}) and --p-aug in [0, 1] (got {run.p_aug})")
     if run.save_every is None:
         run = dataclasses.replace(run, save_every=run.eval_every or run.steps)
     if run.save_every <= 0:

@@ -16,6 +16,7 @@ import jax
 from rql.errors import RQLError
 from rql.evaluation import EnvPool, evaluate_group, make_group_policy
 from rql.learner import member_state
+from rql.pixels import is_visual
 from rql.runner.config import RunConfig
 
 
@@ -46,7 +47,12 @@ def open_eval_envs(run: RunConfig, n_members: int, opened: list) -> EnvPool | li
         return []
     episodes = max(run.eval_episodes, run.final_eval_episodes or 0)
     size = max(1, min(run.eval_envs, n_members * episodes))
-    pool = EnvPool(run.task, size, workers=eval_workers(run.eval_workers, size, n_members * episodes))
+    workers = eval_workers(run.eval_workers, size, n_members * episodes)
+    if is_visual(run.task):  # image observations, stacked as in training; every environment its own model
+        pool = EnvPool(run.task, size, share_model=False, workers=workers, env_kwargs={"frame_stack": run.frame_stack},
+                       lean=False)
+    else:
+        pool = EnvPool(run.task, size, workers=workers)
     opened.append(pool)
     pool.first()
     if run.eval_episodes <= 0:

@@ -96,7 +96,7 @@ def write_configs(g: Group) -> None:
     dataset, sharded = g.dataset, g.sharded
     extra = {"dataset": {"source": dataset.source, "size": dataset.size, "episodes": dataset.num_episodes,
                          "shards": len(sharded.files) if sharded else None},
-             "obs_dim": dataset.obs_dim, "action_dim": dataset.action_dim}
+             "obs_dim": g.obs_dim, "action_dim": dataset.action_dim}
     if len(g.seeds) > 1:
         extra["group"] = {"seeds": g.seeds, "dir": str(g.group_dir) if g.group_dir else None}
     if g.online_capacity:

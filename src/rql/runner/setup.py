@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+
+import numpy as np
 from typing import Any
 
 from rql.agents import make_agent
@@ -13,6 +15,7 @@ from rql.data.dataset import Dataset
 from rql.data.device import to_device
 from rql.errors import RQLError
 from rql.learner import make_group_block
+from rql.pixels import describe_pixels, pixels_for
 from rql.runner.config import RunConfig, block_size, validate
 from rql.runner.evaluator import open_eval_envs, prepare_videos
 from rql.runner.member import Member
@@ -46,6 +49,13 @@ class Group:
     """The compiled ``(group state, data) -> (group state, metrics)`` of ``block`` updates."""
     data: Any = None
     """The offline data on the device (the first shard of a folder of shards)."""
+    pixels: Any = None
+    """Image observations: how windows are stacked and shifted (:class:`rql.pixels.Pixels`); None for states."""
+
+    @property
+    def obs_dim(self) -> int:
+        """Numbers per observation the agent reads (stacked frames, flat, for images)."""
+        return self.pixels.obs_dim if self.pixels is not None else self.dataset.obs_dim
 
     @property
     def where(self) -> pathlib.Path:
@@ -104,9 +114,17 @@ def set_up(g: Group, agent_cfg, dataset: Dataset | None = None, log=print) -> No
     if getattr(agent_cfg, "windows", "rql") == "suite" and g.dataset.end_next_observations is None:
         log(f"{g.dataset.source}: no next observations stored; under the suite's windows a chunk that ends at an "
             "episode's last step bootstraps from that step's own observation")
-    g.agent = make_agent(g.agent_name, agent_cfg, g.dataset.obs_dim, g.dataset.action_dim)
+    g.pixels = pixels_for(g.dataset.image_shape, run.frame_stack, run.p_aug, getattr(agent_cfg, "encoder", "none"))
+    if g.pixels is not None:
+        for flag, value in (("--online-steps", run.online_steps), ("--video-episodes", run.video_episodes)):
+            if value:
+                raise RQLError(f"{flag} with image observations is not supported yet (docs/pixels.md); "
+                               "train offline and evaluate without videos")
+        g.agent_cfg = agent_cfg = dataclasses.replace(agent_cfg, image_shape=g.pixels.image_shape)
+        log(describe_pixels(g.pixels, g.dataset))
+    g.agent = make_agent(g.agent_name, agent_cfg, g.obs_dim, g.dataset.action_dim)
     g.block = block_size(run, g.sharded is not None)
-    g.run_block = make_group_block(g.agent, agent_cfg.horizon, agent_cfg.batch_size, g.block)
+    g.run_block = make_group_block(g.agent, agent_cfg.horizon, agent_cfg.batch_size, g.block, g.pixels)
     g.data = g.sharded.data(0) if g.sharded else to_device(g.dataset)
 
 
@@ -133,7 +151,8 @@ def load_data(run: RunConfig, agent_cfg, task_env, dataset: Dataset | None):
         dataset = load_dataset(run.task, run.dataset_path, run.dataset_dir, horizon=agent_cfg.horizon,
                                sparse=agent_cfg.sparse, download=run.download, env=task_env)
     if task_env is not None:
-        env_obs, env_act = task_env.observation_space.shape[0], task_env.action_space.shape[0]
+        frames = getattr(task_env, "frame_shape", None) or task_env.observation_space.shape  # one frame, unstacked
+        env_obs, env_act = int(np.prod(frames)), task_env.action_space.shape[0]
         if (env_obs, env_act) != (dataset.obs_dim, dataset.action_dim):
             raise RQLError(
                 f"{dataset.source}: observations/actions are {dataset.obs_dim}/{dataset.action_dim}-dimensional "
