@@ -95,8 +95,12 @@ def train(task: str | None = None, agent: str = "rql", *, steps: int | None = No
         if given or agent != "rql":
             raise RQLError(f"rql.train(resume=...) takes only steps besides the run directory; got "
                            f"{', '.join(sorted(given | ({'agent'} if agent != 'rql' else set())))}")
+        from rql.runner.rundir import load_group
+
         summaries = resume_group(resume, steps, log=log)
-        return TrainResult(pathlib.Path(resume), [pathlib.Path(s["run_dir"]) for s in summaries], summaries)
+        group = load_group(resume)
+        dirs = group[1] if group else [pathlib.Path(resume)]
+        return TrainResult(pathlib.Path(resume), [pathlib.Path(d) for d in dirs], summaries)
 
     name = resolve_agent(agent)
     run_opts = _run_options(dict(task=task, steps=steps, run_dir=run_dir, dataset_path=dataset_path,
