@@ -195,7 +195,7 @@ function niceTicks(a, b, n) {
   var out = [], v = Math.ceil(a / st - 1e-9) * st; for (; v <= b + 1e-9 * span; v += st) { out.push(Math.abs(v) < 1e-12 ? 0 : v); }
   return out;
 }
-function Plot(canvas, o) { this.c = canvas; this.o = o; this.m = {l: o.left || 50, r: 12, t: 12, b: 40}; this.layout(); }
+function Plot(canvas, o) { this.c = canvas; canvas._plot = this; this.o = o; this.m = {l: o.left || 50, r: 12, t: 12, b: 40}; this.layout(); }
 Plot.prototype.layout = function () {
   var o = this.o, par = this.c.parentElement, w = Math.min((par && par.clientWidth) || 480, o.maxW || 520);
   w = Math.max(w, 240); var h = Math.round(w * (o.aspect || 1)), dpr = window.devicePixelRatio || 1;
@@ -416,7 +416,7 @@ FIGS.bptt = function (root) {
   var fig = new Fig('bptt', root), st = fig.state; st.F = F; st.lam = 1.1; st.draws = 16;
   var p = new Plot(fig.canvas('log10 of the gradient norm through the chain against F'), {x: [1, 64], y: [-6, 6], aspect: 0.62, maxW: 620});
   var set = {pow: fig.readout('pow', 'lambda^F ='), chain: fig.readout('chain', 'trained actor, median |d x^F / d x^0| ='), eff: fig.readout('eff', 'its per-step factor ='), F: fig.readout('F', 'F =')};
-  var x0s = noise(7, st.draws), cache = {};
+  var x0s = noise(7, st.draws), cache = {}; st.x0s = x0s;
   function trained(Fv) {  // median spectral norm of d x^F / d x^0 of the trained actor (RQL, current) over the draws
     if (cache[Fv]) { return cache[Fv]; }
     var norms = x0s.map(function (x0) { var x = x0.slice(), P = eye(2); for (var i = 0; i < Fv; i++) { P = matmul(Flow.stepJacobian(ACTOR, OBS, x, i / Fv, 1 / Fv), P); x = add(x, Flow.vel(ACTOR, OBS, x, i / Fv), 1 / Fv); } return specNorm(P); });
@@ -792,6 +792,127 @@ FIGS.compare = function (root) {
   }
   fig.button('reroll', 're-roll samples', function () { st.seed += 1; compute(); draw(); });
   compute(); draw(); track(AGENTS.map(function (a) { return plots[a]; }), draw);
+};
+runFigures(FIGS);
+"""
+
+RUN = r"""
+var R = LAB.run, F = R.F, D = R.chunk_dim;
+var OBS = arr('obs'), CHUNKS = arr('chunks'), PM = arr('P'), MEAN = arr('mean');
+var SAMPLE = NETS.sample, REVERSE = NETS.reverse, VALUE = NETS.value || null, BASE = NETS.base_sample || null;
+function project(x) { var out = [0, 0]; for (var j = 0; j < D; j++) { var c = x[j] - MEAN.data[j]; out[0] += c * PM.data[j * 2]; out[1] += c * PM.data[j * 2 + 1]; } return out; }
+var PROJ_DATA = []; for (var i = 0; i < R.states; i++) { PROJ_DATA.push(project(CHUNKS.row(i))); }
+function bounds(pts) {
+  var lo = [1e9, 1e9], hi = [-1e9, -1e9]; pts.forEach(function (p) { for (var k = 0; k < 2; k++) { lo[k] = Math.min(lo[k], p[k]); hi[k] = Math.max(hi[k], p[k]); } });
+  var c = [(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2], h = Math.max(hi[0] - lo[0], hi[1] - lo[1]) / 2 * 1.15 + 1e-3; return {x: [c[0] - h, c[0] + h], y: [c[1] - h, c[1] + h]};
+}
+var RS = {i: 0, listeners: [], set: function (i) { RS.i = i; RS.listeners.forEach(function (f) { f(); }); }};
+function obsOf(i) { return OBS.row(i); }
+function rms(a, b) { var s = 0; for (var j = 0; j < a.length; j++) { s += (a[j] - b[j]) * (a[j] - b[j]); } return Math.sqrt(s / a.length); }
+var AX = R.projection.axes;
+var FIGS = {};
+function stateControls(fig) {
+  var sl = fig.slider('state', 'dataset state', 0, R.states - 1, 1, RS.i, function (v) { RS.set(v); });
+  fig.button('random', 'random state', function () { var v = Math.floor(Math.random() * R.states); sl.value = v; sl.dispatchEvent(new Event('input')); });
+  RS.listeners.push(function () { if (+sl.value !== RS.i) { sl.value = RS.i; var o = document.getElementById(sl.id + '-out'); if (o) { o.textContent = String(RS.i); } } });
+}
+
+// the policy's samples in the chosen state, re-rolled in the page
+FIGS.run_samples = function (root) {
+  var fig = new Fig('run_samples', root), st = fig.state; st.seed = 1;
+  var p = new Plot(fig.canvas('policy samples in one dataset state, projected'), {x: [-1, 1], y: [-1, 1], aspect: 1, maxW: 520});
+  var set = {std: fig.readout('std', 'per-state sample std (RMS per dim):'), near: fig.readout('near', 'nearest sample to the dataset chunk (RMS per dim):'),
+             base: fig.readout('base_std', 'baseline sample std:'), ms: fig.readout('ms', 'ms per sample in the page:')};
+  function draws(net, seed) { var r = new Rng(seed), out = []; for (var k = 0; k < R.samples; k++) { out.push(clip1(Flow.path(net, obsOf(RS.i), r.normals(D), F)[F])); } return out; }
+  function spread(S) { var m = new Array(D).fill(0); S.forEach(function (x) { for (var j = 0; j < D; j++) { m[j] += x[j] / S.length; } });
+    var v = 0; S.forEach(function (x) { for (var j = 0; j < D; j++) { v += (x[j] - m[j]) * (x[j] - m[j]) / (S.length - 1); } }); return Math.sqrt(v / D); }
+  function update() {
+    var t0 = performance.now(); st.samples = draws(SAMPLE, st.seed * 7919 + RS.i); st.ms = (performance.now() - t0) / R.samples;
+    st.base = BASE ? draws(BASE, st.seed * 104729 + RS.i) : null;
+    var chunk = CHUNKS.row(RS.i); st.std = spread(st.samples); st.near = Math.min.apply(null, st.samples.map(function (x) { return rms(x, chunk); }));
+    set.std(st.std, fmt(st.std, 4)); set.near(st.near, fmt(st.near, 4)); set.ms(st.ms, fmt(st.ms, 2));
+    if (st.base) { st.baseStd = spread(st.base); set.base(st.baseStd, fmt(st.baseStd, 4)); } else { set.base('null', 'no baseline (--baseline)'); }
+    draw();
+  }
+  function draw() {
+    var pts = st.samples.map(project).concat(st.base ? st.base.map(project) : []).concat([PROJ_DATA[RS.i]]).concat(PROJ_DATA);
+    var bb = bounds(pts); p.o.x = bb.x; p.o.y = bb.y;
+    p.clear(); p.clipIn(); PROJ_DATA.forEach(function (q) { p.dot(q, '#bbb', 2, null, 0.8); });
+    if (st.base) { st.base.forEach(function (x) { p.dot(project(x), PAL.bc, 3, null, 0.75); }); }
+    st.samples.forEach(function (x) { p.dot(project(x), PAL.rql, 3, null, 0.85); });
+    p.dot(PROJ_DATA[RS.i], '#000', 6, '#fff'); p.g.restore(); p.axes(AX[0], AX[1]);
+    var leg = [{label: R.label || R.agent, color: PAL.rql, dot: true}]; if (st.base) { leg.push({label: R.base, color: PAL.bc, dot: true}); }
+    leg.push({label: 'dataset chunk of this state', color: '#000', dot: true}, {label: 'other states\' chunks', color: '#bbb', dot: true}); p.legend(leg, 'left');
+  }
+  stateControls(fig);
+  fig.button('reroll', 're-roll samples', function () { st.seed += 1; update(); });
+  RS.listeners.push(update); update(); track([p], draw);
+};
+
+// the dataset chunk of the chosen state: its reversal (and the value along it)
+FIGS.run_reversal = function (root) {
+  var fig = new Fig('run_reversal', root), st = fig.state;
+  var p = new Plot(fig.canvas('the reversal of the dataset chunk, projected'), {x: [-1, 1], y: [-1, 1], aspect: 1, maxW: 460});
+  var q = VALUE ? new Plot(fig.canvas('the value along the reversed chain'), {x: [0, F], y: [0, 1], aspect: 0.75, maxW: 460}) : null;
+  var set = {rt: fig.readout('roundtrip', 'round trip (RMS per dim):'), v0: fig.readout('v0', 'V at t = 0:'), v1: fig.readout('v1', 'V at t = 1:'), range: fig.readout('range', 'range of V along the chain:')};
+  function update() {
+    var o = obsOf(RS.i), chunk = CHUNKS.row(RS.i); st.chain = Flow.reversal(REVERSE, o, chunk, F);
+    st.back = Flow.path(REVERSE, o, st.chain[0], F)[F]; st.rt = rms(st.back, chunk); set.rt(st.rt, fmt(st.rt, 5));
+    if (VALUE) { st.values = st.chain.map(function (x, k) { return Flow.value(VALUE, o, x, k / F); });
+      set.v0(st.values[0], fmt(st.values[0], 4)); set.v1(st.values[F], fmt(st.values[F], 4));
+      var r = Math.max.apply(null, st.values) - Math.min.apply(null, st.values); set.range(r, fmt(r, 4)); }
+    else { set.v0('null', 'no value'); set.v1('null', 'no value'); set.range('null', '-'); }
+    draw();
+  }
+  function draw() {
+    var pc = st.chain.map(project), pb = project(st.back), bb = bounds(pc.concat([pb]).concat(PROJ_DATA)); p.o.x = bb.x; p.o.y = bb.y;
+    p.clear(); p.clipIn(); PROJ_DATA.forEach(function (d) { p.dot(d, '#bbb', 2, null, 0.8); });
+    p.line(Flow.path(REVERSE, obsOf(RS.i), st.chain[0], F).map(project), '#555', 1.2, [4, 3]); p.line(pc, PAL.rql, 2.2);
+    pc.forEach(function (d, k) { p.dot(d, PAL.rql, k === 0 || k === F ? 5 : 2.5, k === 0 || k === F ? '#000' : null); });
+    p.text([pc[0][0], pc[0][1]], '  x^0', PAL.ink); p.text([pc[F][0], pc[F][1]], '  x^F (dataset)', PAL.ink); p.g.restore(); p.axes(AX[0], AX[1]);
+    p.legend([{label: 'reversal to t = k/F', color: PAL.rql}, {label: 'sampled forward from x^0', color: '#555', dash: [4, 3]}], 'left');
+    if (q && st.values) {
+      var lo = Math.min.apply(null, st.values), hi = Math.max.apply(null, st.values), pad = Math.max(0.2 * (hi - lo), 0.05 * Math.abs(hi) + 1e-3);
+      q.o.y = [lo - pad, hi + pad]; q.clear(); q.clipIn(); var pts = st.values.map(function (v, k) { return [k, v]; });
+      q.line(pts, PAL.rql, 2.2); pts.forEach(function (d) { q.dot(d, PAL.rql, 3.5, '#000'); });
+      var wr = st.values.map(function (_, k) { return [k, Math.pow(R.gamma, F - k) * st.values[F]]; }); q.line(wr, PAL.wrong, 1.4, [6, 4], 0.8);
+      q.g.restore(); q.axes('flow step f (t = f/F)', 'V(s, x^f, t)');
+      q.legend([{label: 'trained V along the chain', color: PAL.rql}, {label: 'wrong: gamma^(F-f) V(s, x^F, 1)', color: PAL.wrong, dash: [6, 4]}], 'bottom');
+    }
+  }
+  stateControls(fig);
+  RS.listeners.push(update); update(); track(q ? [p, q] : [p], draw);
+};
+
+// RQL: ascend a partial action of the chain on the trained value
+FIGS.run_ascend = function (root) {
+  var fig = new Fig('run_ascend', root), st = fig.state; st.f = 0; st.eta = 0.05; st.steps = 20; st.path = [];
+  var p = new Plot(fig.canvas('gradient ascent of a partial action on V, projected'), {x: [-1, 1], y: [-1, 1], aspect: 1, maxW: 460});
+  var q = new Plot(fig.canvas('V during the ascent'), {x: [0, 20], y: [0, 1], aspect: 0.75, maxW: 460});
+  var set = {v0: fig.readout('v0', 'V before:'), v1: fig.readout('v1', 'V after:'), g: fig.readout('grad', '|grad_x V| at the start:'), move: fig.readout('move', 'moved (RMS per dim):')};
+  function start() { var o = obsOf(RS.i); return Flow.reversal(REVERSE, o, CHUNKS.row(RS.i), F)[st.f]; }
+  function reset() { st.x = start(); st.path = []; st.vals = []; var vg = Flow.valueGrad(VALUE, obsOf(RS.i), st.x, st.f / F); st.v0 = vg[0]; st.g0 = norm(vg[1]);
+    set.v0(st.v0, fmt(st.v0, 4)); set.g(st.g0, fmt(st.g0, 4)); set.v1('null', 'press ascend'); set.move('null', '-'); draw(); }
+  function draw() {
+    var pts = [project(st.x)].concat(st.path.map(project)).concat(PROJ_DATA), bb = bounds(pts); p.o.x = bb.x; p.o.y = bb.y;
+    p.clear(); p.clipIn(); PROJ_DATA.forEach(function (d) { p.dot(d, '#bbb', 2, null, 0.8); });
+    if (st.path.length) { p.line([project(st.x)].concat(st.path.map(project)), PAL.rql, 2); p.dot(project(st.path[st.path.length - 1]), '#fff', 5, '#000'); }
+    p.dot(project(st.x), PAL.rql, 6, '#000'); p.g.restore(); p.axes(AX[0], AX[1]);
+    p.legend([{label: 'x^' + st.f + ' of the reversed chunk', color: PAL.rql, dot: true}, {label: 'ascent on V(s, x, ' + (st.f / F).toFixed(1) + ')', color: PAL.rql}], 'left');
+    var vs = [st.v0].concat(st.vals), lo = Math.min.apply(null, vs), hi = Math.max.apply(null, vs), pad = 0.1 * (hi - lo) + 1e-3;
+    q.o.x = [0, Math.max(1, st.vals.length)]; q.o.y = [lo - pad, hi + pad]; q.clear(); q.clipIn();
+    q.line(vs.map(function (v, k) { return [k, v]; }), PAL.rql, 2); q.g.restore(); q.axes('ascent steps', 'V(s, x, t)');
+  }
+  stateControls(fig);
+  fig.slider('f', 'flow step f', 0, F, 1, st.f, function (v) { st.f = v; reset(); }, function (v) { return v + ' (t = ' + (v / F).toFixed(1) + ')'; });
+  fig.slider('eta', 'step size', 0.005, 0.5, 0.005, st.eta, function (v) { st.eta = v; }, function (v) { return v.toFixed(3); });
+  fig.button('ascend', 'ascend', function () {
+    var x = st.path.length ? st.path[st.path.length - 1] : st.x, o = obsOf(RS.i);
+    for (var k = 0; k < st.steps; k++) { var g = Flow.valueGrad(VALUE, o, x, st.f / F)[1]; x = add(x, g, st.eta); st.path.push(x); st.vals.push(Flow.value(VALUE, o, x, st.f / F)); }
+    set.v1(st.vals[st.vals.length - 1], fmt(st.vals[st.vals.length - 1], 4)); set.move(rms(x, st.x), fmt(rms(x, st.x), 4)); draw();
+  });
+  fig.button('reset', 'reset', reset);
+  RS.listeners.push(reset); reset(); track([p, q], draw);
 };
 runFigures(FIGS);
 """

@@ -5,6 +5,7 @@ chains (RQL only), and the spread of the policy's samples per state (beside a ba
 from __future__ import annotations
 
 import dataclasses
+import json
 import pathlib
 import time
 from typing import Any
@@ -13,9 +14,9 @@ import jax
 import numpy as np
 
 from rql.errors import RQLError
-from rql.lab import draw
+from rql.lab import draw, live, livejs
 from rql.lab import measure as M
-from rql.lab.page import Picture, Section, render
+from rql.lab.page import Picture, Section, _jsonable, render
 
 
 def _load(run_dir: str, checkpoint: int | None):
@@ -65,6 +66,8 @@ class RunScene:
     label: str
     seed: int
     numbers: dict
+    live: dict | None = None
+    """The page data of the live figures (:func:`run_live_data`)."""
 
 
 def load_run_scene(run_dir: str, baseline: str | None, checkpoint: int | None, states: int, seed: int,
@@ -193,8 +196,112 @@ def _projected(draws: list, chunks: np.ndarray) -> list:
     return groups
 
 
-FIGURES = (roundtrip_section, value_section, spread_section)
+def live_section(s: RunScene) -> Section:
+    """The live figures of a run: samples per state, a dataset chunk's reversal and value, ascent (RQL)."""
+    data = s.live
+    if data is None or "sample" not in data["model"]["nets"]:
+        return Section("live", "Live: the run's networks in the page",
+                       f"This run's agent ({s.agent.name}) has no flow velocity field the page can run; the "
+                       f"figures below are computed in JAX.")
+    info = data["run"]
+    figs = ["run_samples", "run_reversal"] + (["run_ascend"] if "value" in data["model"]["nets"] else [])
+    nets = data["model"]["nets"]
+    listed = ", ".join(k + ": " + v["note"] for k, v in nets.items())
+    return Section(
+        "live", "Live: the run's networks in the page",
+        f"The run's networks travel in this page ({listed}; "
+        f"{data['model']['floats']} float32 numbers) and run in the browser. Pick one of the {info['states']} "
+        f"dataset states (slider or 'random state'). Samples: 're-roll' draws {info['samples']} noise vectors and "
+        f"integrates the policy's velocity field for F = {info['F']} Euler steps. Reversal: the dataset chunk of "
+        f"that state reversed to t = k/F with the actor RQL reverses with, sampled forward again, and "
+        + ("the trained value V(s, x_t, t) along the chain. Ascent: a partial action x_t of that chain walked up "
+           "grad_x V(s, x, t) (the network's backward pass in the page). " if "value" in nets else
+           "(this run learns no value on partial actions). ")
+        + f"Chunks have {info['chunk_dim']} numbers ({info['horizon']} x {info['action_dim']}); they are drawn "
+        f"on {info['projection']['name']}.",
+        live=figs)
+
+
+FIGURES = (live_section, roundtrip_section, value_section, spread_section)
 """The page's figures in order."""
+
+
+LIVE_SCRIPT = livejs.CORE + livejs.PLOT + livejs.RUN
+
+LIVE_SAMPLES = 32
+"""Policy samples per re-roll on the run page."""
+
+
+def _flat_net(params) -> bool:
+    """Whether a Flax parameter tree is a bare MLP the page can run (no image encoder in front)."""
+    inner = params.get("params", params) if isinstance(params, dict) else {}
+    return isinstance(inner, dict) and len(inner) == 1 and next(iter(inner)) in ("MLP_0", "VmapMLP_0")
+
+
+def run_nets(agent, state) -> dict:
+    """``{page name: (params, inputs, note)}``: the networks of a run the page runs."""
+    params = state.get("params", {})
+    out = {}
+    if agent.name in ("rql", "flow-bc") and "actor" in params:
+        out["sample"] = (state.get("target_actor", params["actor"]), ["obs", "x", "t"],
+                         "the velocity field the policy samples with (EMA)")
+        out["reverse"] = (params["actor"], ["obs", "x", "t"], "the current velocity field (reversal)")
+    elif "flow" in params:
+        out["sample"] = (params["flow"], ["obs", "x", "t"], "the behaviour flow")
+        out["reverse"] = (params["flow"], ["obs", "x", "t"], "the behaviour flow")
+    if agent.name == "rql" and "value" in params:
+        out["value"] = (params["value"], ["obs", "x", "t"], "the value ensemble V(s, x, t), averaged")
+    if not all(_flat_net(p) for p, _, _ in out.values()):
+        return {}
+    return out
+
+
+def projection(chunks: np.ndarray) -> dict:
+    """The 2-D view of action chunks: the chunk itself when it has two numbers, else its first two
+    principal axes over the given chunks (named, with the variance each explains)."""
+    d = chunks.shape[1]
+    mean = chunks.mean(0)
+    if d <= 2:
+        P = np.eye(d, 2, dtype=np.float32)
+        return {"P": P, "mean": np.zeros(d, np.float32), "name": "action dims 1 and 2" if d == 2 else "action dim 1",
+                "axes": ["action dim 1", "action dim 2"], "explained": [1.0, 0.0]}
+    _, sv, vt = np.linalg.svd(chunks - mean, full_matrices=False)
+    var = sv**2 / max(float(np.sum(sv**2)), 1e-12)
+    return {"P": vt[:2].T.astype(np.float32), "mean": mean.astype(np.float32),
+            "name": (f"the first two principal axes of the {len(chunks)} dataset chunks shown (PC1 explains "
+                     f"{100 * var[0]:.0f}% of their variance, PC2 {100 * var[1]:.0f}%)"),
+            "axes": [f"PC1 ({100 * var[0]:.0f}%)", f"PC2 ({100 * var[1]:.0f}%)"], "explained": var[:2].tolist()}
+
+
+def run_live_data(agent, state, obs: np.ndarray, chunks: np.ndarray, base=None, label: str = "") -> dict | None:
+    """The page data of a run's live figures (``None`` when the agent has no network the page can run):
+    its networks (packed float32), ``obs`` and their dataset ``chunks``, and the 2-D projection."""
+    nets = run_nets(agent, state)
+    if not nets:
+        return None
+    pk = live.Packer()
+    for name, (params, inputs, note) in nets.items():
+        pk.net(name, params, inputs, note)
+    base_label = None
+    if base is not None:
+        b_nets = run_nets(base[1], base[2])
+        if "sample" in b_nets:
+            pk.net("base_sample", b_nets["sample"][0], ["obs", "x", "t"], f"{base[0]}: its sampling velocity field")
+            base_label = base[0]
+    obs = np.asarray(obs, np.float32)
+    chunks = np.asarray(chunks, np.float32)
+    proj = projection(chunks)
+    pk.array("obs", obs)
+    pk.array("chunks", chunks)
+    pk.array("P", proj["P"])
+    pk.array("mean", proj["mean"])
+    c = agent.config
+    F = getattr(c, "flow_steps", None) or 10
+    return {"model": pk.spec(), "run": {
+        "F": F, "states": int(len(obs)), "obs_dim": int(obs.shape[1]), "chunk_dim": int(chunks.shape[1]),
+        "horizon": int(c.horizon), "action_dim": int(agent.action_dim), "agent": agent.name, "label": label,
+        "base": base_label, "samples": LIVE_SAMPLES, "gamma": float(getattr(c, "discount", 0.99)),
+        "projection": {k: v for k, v in proj.items() if k in ("name", "axes", "explained")}}}
 
 
 # ----------------------------------------------------------------------------- the lab
@@ -206,13 +313,21 @@ def run_run_lab(out: pathlib.Path, run_dir: str, baseline: str | None = None, ch
     returns the numbers written to lab.json."""
     t0 = time.time()
     s = load_run_scene(run_dir, baseline, checkpoint, states, seed, log=log)
+    s.live = run_live_data(s.agent, s.state, s.obs, s.chunks, s.base, s.label)
     sections = [make_section(s) for make_section in FIGURES]
     s.numbers["timing"] = {"total_seconds": time.time() - t0}
     agent, step = s.agent, s.step
     intro = (f"Measured from the checkpoint of {run_dir} ({agent.name}, update {step}) on {len(s.obs)} states "
              f"of its dataset {s.ds.source}.")
+    if s.live is not None:
+        s.numbers["page"] = {"weights_floats": s.live["model"]["floats"],
+                             "nets": {k: v["params"] for k, v in s.live["model"]["nets"].items()}}
     page = render(out, f"rql lab: {pathlib.Path(run_dir).name}", intro, sections, s.numbers,
                   [("run", str(run_dir)), ("agent", agent.name), ("checkpoint", str(step)),
-                   ("chunk", f"h = {agent.config.horizon} x {agent.action_dim} actions"), ("flow steps", str(s.F))])
+                   ("chunk", f"h = {agent.config.horizon} x {agent.action_dim} actions"), ("flow steps", str(s.F))],
+                  s.live, LIVE_SCRIPT if s.live is not None else "")
+    if s.live is not None:
+        s.numbers["page"]["bytes"] = page.stat().st_size
+        (out / "lab.json").write_text(json.dumps(s.numbers, indent=2, default=_jsonable))
     log(f"lab page: {page} ({time.time() - t0:.0f} s)")
     return s.numbers

@@ -168,6 +168,8 @@ class ToyScene:
     """``(dataset actions, their modes, reversed chains)`` of the reversal figure, reused by the value figures."""
     value_range: tuple = (0.0, 1.0)
     metrics: dict = dataclasses.field(default_factory=dict)
+    rql_paths: Any = None
+    """Section 1's Euler paths of the RQL policy (F + 1, N, 2), reused by section 3."""
     """Per metric, per agent: ``[[update, value], ...]`` from the runs' metrics.csv."""
     """Colour range of the live value maps: the 1-99% of V along the reversed chains."""
 
@@ -238,6 +240,8 @@ def flow_paths_section(s: ToyScene) -> Section:
     for name in ("flow-bc", "rql"):
         f = fields[name]
         path = M.forward_path(f.sample, obs0, x0, trained[name][0].config.flow_steps)
+        if name == "rql":
+            s.rql_paths = path
         modes = toy.nearest_mode(task, np.clip(path[-1], -1, 1))
         frac = np.bincount(modes + 1, minlength=task.modes + 1) / len(modes)
         numbers["flow_paths"][name] = {"rewarded": float(frac[best + 1]), "no_mode": float(frac[0]),
@@ -328,8 +332,11 @@ def chain_gradient_section(s: ToyScene) -> Section:
 def unroll_section(s: ToyScene) -> Section:
     """3. Route B: one environment step unrolled into F decision steps (live figure only)."""
     F, f_rql, obs0, x0 = s.F, s.f_rql, s.obs0, s.x0
-    path = M.forward_path(f_rql.sample, obs0, x0, F)
-    vals, _ = M.value_along(f_rql.value, obs0, path)
+    path = s.rql_paths  # section 1's Euler paths of the RQL policy
+    n = path.shape[1]
+    t = np.repeat(np.arange(F + 1, dtype=np.float32) / F, n)[:, None]
+    vals = np.asarray(f_rql.value(jnp.asarray(np.tile(obs0.reshape(1, -1), (len(t), 1))),
+                                  jnp.asarray(path.reshape(-1, path.shape[-1])), jnp.asarray(t))).reshape(F + 1, n)
     within = vals.max(0) - vals.min(0)
     s.numbers["unroll"] = {"chains": int(len(x0)), "value_range_along_chain_median": float(np.median(within)),
                            "value_t1_std_across_chains": float(vals[-1].std())}
@@ -535,7 +542,7 @@ def ascend_section(s: ToyScene) -> Section:
     acts = np.clip(np.asarray(acts, np.float32) + 0.3 * s.rng.standard_normal(np.shape(acts)).astype(np.float32),
                    -1, 1)
     eta, steps = 0.01, 25
-    grad = jax.jit(jax.grad(lambda a: jnp.sum(q(a))))
+    grad = jax.grad(lambda a: jnp.sum(q(a)))  # 25 small steps: cheaper than compiling them
 
     a = jnp.asarray(acts)
     q0 = np.asarray(q(a))
@@ -677,9 +684,10 @@ FIGURES = (
 
 
 def run_toy_lab(out: pathlib.Path, task_spec: str = "toy:ring", steps: int = 3000, seed: int = 0,
-                agents=("flow-bc", "rql", "fql"), log=print) -> dict:
+                agents=("flow-bc", "rql", "fql"), log=print, keep_scene: bool = False):
     """Train the agents (or reuse their runs), make every figure of :data:`FIGURES` in order and
-    write the page; returns the numbers written to lab.json."""
+    write the page; returns the numbers written to lab.json (and, with ``keep_scene``, the
+    :class:`ToyScene` they were computed from)."""
     t_start = time.time()
     task_spec = _check_lab_args(task_spec, agents, steps)
     out.mkdir(parents=True, exist_ok=True)
@@ -699,7 +707,7 @@ def run_toy_lab(out: pathlib.Path, task_spec: str = "toy:ring", steps: int = 300
                                "figures_seconds": t_total - t_train, "sections": section_seconds}
     page = write_toy_page(out, scene, sections, runs, agents, f"{t_total:.0f} s in all ({t_train:.0f} s training)")
     log(f"lab page: {page} ({t_total:.0f} s; training {t_train:.0f} s)")
-    return scene.numbers
+    return (scene.numbers, scene) if keep_scene else scene.numbers
 
 
 def write_toy_page(out: pathlib.Path, scene: ToyScene, sections: list, runs: dict, agents, took: str):
