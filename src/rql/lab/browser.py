@@ -247,14 +247,31 @@ class Browser:
         self.close()
 
 
-def screenshots(page, out_dir, width: int = 1200, names: list[str] | None = None, prefix: str = "") -> list[pathlib.Path]:
-    """A PNG of every live figure of ``page`` (or of ``names``) into ``out_dir``."""
+PLAY = {
+    "unroll": ["#btn-unroll-unroll"],
+    "value": ["#opt-value-mode-wrong"],
+    "ascend": ["#btn-ascend-ascend"],
+    "backprop": ["#btn-backprop-backprop"],
+    "update": ["#btn-update-update"] * 3,
+    "run_ascend": ["#btn-run_ascend-ascend"],
+}
+"""Buttons pressed in a figure before its screenshot, so that the picture shows the interaction."""
+
+
+def screenshots(page, out_dir, width: int = 1200, names: list[str] | None = None, prefix: str = "",
+                play: bool = True) -> list[pathlib.Path]:
+    """A PNG of every live figure of ``page`` (or of ``names``) into ``out_dir``, after pressing its
+    :data:`PLAY` buttons."""
     out = []
     with Browser(width=width) as b:
         b.open(page)
         figs = names or b.eval("Array.prototype.map.call(document.querySelectorAll('.live[data-fig]'), "
                                "function (e) { return e.dataset.fig; })")
         for name in figs:
+            for sel in PLAY.get(name, []) if play else []:
+                b.click(sel)
+            if play and name in PLAY:
+                time.sleep(0.6)  # animations (unroll, backprop) finish
             out.append(b.screenshot(f"#live-{name}", pathlib.Path(out_dir) / f"{prefix}{name}.png"))
         errors = b.console_errors()
     if errors:

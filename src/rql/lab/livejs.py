@@ -197,7 +197,7 @@ function niceTicks(a, b, n) {
 }
 function Plot(canvas, o) { this.c = canvas; canvas._plot = this; this.o = o; this.m = {l: o.left || 50, r: 12, t: 12, b: 40}; this.layout(); }
 Plot.prototype.layout = function () {
-  var o = this.o, par = this.c.parentElement, w = Math.min((par && par.clientWidth) || 480, o.maxW || 520);
+  var o = this.o, box = this.c.closest('.live') || this.c.parentElement, w = Math.min(((box && box.clientWidth) || 500) - 28, o.maxW || 520);
   w = Math.max(w, 240); var h = Math.round(w * (o.aspect || 1)), dpr = window.devicePixelRatio || 1;
   this.W = w; this.H = h; this.c.style.width = w + 'px'; this.c.style.height = h + 'px';
   this.c.width = Math.round(w * dpr); this.c.height = Math.round(h * dpr);
@@ -217,7 +217,7 @@ Plot.prototype.axes = function (xl, yl, xt, yt) {
   g.fillStyle = PAL.ink; g.font = '11px system-ui, sans-serif'; g.textAlign = 'center'; g.textBaseline = 'top';
   (niceTicks(o.x[0], o.x[1], this.W < 360 ? 4 : 6)).forEach(function (v) {
     var X = self.X(v); g.beginPath(); g.moveTo(X, self.H - m.b); g.lineTo(X, self.H - m.b + 4); g.stroke();
-    g.fillText(xt ? xt(v) : fmt(v, Math.abs(v) < 10 && v % 1 ? 2 : 0).replace(/\.?0+$/, '') || '0', X, self.H - m.b + 5);
+    g.fillText(xt ? xt(v) : String(+v.toFixed(3)), X, self.H - m.b + 5);
   });
   g.textAlign = 'right'; g.textBaseline = 'middle';
   (niceTicks(o.y[0], o.y[1], 5)).forEach(function (v) {
@@ -295,8 +295,9 @@ function el(tag, attrs, parent, text) {
 function Fig(name, root) {
   this.name = name; this.root = root; root.classList.add('live-ready');
   this.bar = el('div', {'class': 'controls', role: 'group', 'aria-label': 'controls of this figure'}, root);
-  this.wrap = el('div', {'class': 'canvases'}, root);
-  this.ro = el('div', {'class': 'readouts'}, root);
+  var body = el('div', {'class': 'body'}, root);
+  this.wrap = el('div', {'class': 'canvases'}, body);
+  this.ro = el('div', {'class': 'readouts', 'aria-live': 'polite'}, body);
   this.state = {}; window.rqlLab.figs[name] = this;
 }
 Fig.prototype.canvas = function (label) { var c = el('canvas', {role: 'img', 'aria-label': label, id: 'cv-' + this.name + '-' + this.wrap.children.length}, el('div', {'class': 'cv'}, this.wrap)); return c; };
@@ -637,12 +638,12 @@ FIGS.estimators = function (root) {
   fig.button('play', 'play / pause', function () { if (st.timer) { clearInterval(st.timer); st.timer = null; } else { st.timer = setInterval(function () { estimate(st.mode); update(); }, 300); } });
   fig.slider('sigma', 'sigma', 0.02, 0.4, 0.01, st.sigma, function (v) { st.sigma = v; st.hist = {score: [], pathwise: []}; update(); }, function (v) { return v.toFixed(2); });
   draggable(p, function () { return st.mu; }, function (a) { st.mu = a; st.hist = {score: [], pathwise: []}; update(); });
-  estimate(st.mode); update(); track([p], draw);
+  for (var i = 0; i < 20; i++) { estimate('pathwise'); } for (i = 0; i < 20; i++) { estimate('score'); } update(); track([p], draw);
 };
 
 // 9. drag an action and ascend the trained critic's gradient
 FIGS.ascend = function (root) {
-  var fig = new Fig('ascend', root), st = fig.state, lim = 1.3, n = 48; st.critic = NETS.fql_critic ? 'fql' : 'rql'; st.eta = 0.01; st.steps = 25; st.a = [-0.1, -0.55]; st.path = [];
+  var fig = new Fig('ascend', root), st = fig.state, lim = 1.3, n = 48; st.critic = NETS.fql_critic ? 'fql' : 'rql'; st.eta = 0.05; st.steps = 25; st.a = [-0.1, -0.55]; st.path = [];
   var p = plane(fig.canvas('drag the action; ascend walks it up the trained critic'), lim);
   var set = {q0: fig.readout('q0', 'Q at the start:'), q1: fig.readout('q1', 'Q after ascent:'), g: fig.readout('grad', '|grad_a Q| at the start:'), step: fig.readout('step', 'first step:')};
   var grids = {};
@@ -669,7 +670,7 @@ FIGS.ascend = function (root) {
     for (var i = 0; i < st.steps; i++) { var g = QG(a)[1]; a = [a[0] + st.eta * g[0], a[1] + st.eta * g[1]]; st.path.push(a); } update();
   });
   fig.button('reset', 'reset', function () { st.path = []; update(); });
-  fig.slider('eta', 'step size', 0.002, 0.05, 0.001, st.eta, function (v) { st.eta = v; }, function (v) { return v.toFixed(3); });
+  fig.slider('eta', 'step size', 0.005, 0.5, 0.005, st.eta, function (v) { st.eta = v; }, function (v) { return v.toFixed(3); });
   draggable(p, function () { return st.a; }, function (a) { st.a = a; st.path = []; update(); });
   update(); track([p], draw);
 };

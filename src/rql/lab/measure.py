@@ -316,18 +316,29 @@ def bent_paths(v, value, obs, x0, F: int, cs) -> np.ndarray:
     """(len(cs), F + 1, N, D) Euler paths of ``v`` from ``x0`` with ``c`` times the one-hop gradient added
     to the velocity at every step, ``v(s, x_i, t_i) + c grad V(s, x_i + v / F, t_i + 1/F)``, for each ``c``
     in ``cs``: the direction RQL's actor update moves each step's velocity in (``c = 0``: the plain flow).
-    Evaluated step by step without compiling a program (the batch is small and F steps are few)."""
+    One compiled program for every ``c``."""
     x0 = np.asarray(x0, np.float32)
-    n, d = x0.shape
-    k = len(cs)
-    obs = jnp.asarray(np.tile(_bcast(obs, n), (k, 1)))
-    c = jnp.repeat(jnp.asarray(cs, jnp.float32), n)[:, None]
-    x = jnp.asarray(np.tile(x0, (k, 1)))
-    xs = [x]
-    for i in range(F):
-        t = jnp.full((k * n, 1), i / F, jnp.float32)
-        vel = v(obs, x, t)
-        g = jax.grad(lambda y: jnp.sum(value(obs, y, jnp.minimum(t + 1.0 / F, 1.0))))(x + vel / F)
-        x = x + (vel + c * g) / F
-        xs.append(x)
-    return np.asarray(jnp.stack(xs)).reshape(F + 1, k, n, d).transpose(1, 0, 2, 3)
+    n = x0.shape[0]
+    obs = _bcast(obs, n)
+
+    def one(obs, x0, c):
+        def body(x, i):
+            t = jnp.full((n, 1), i / F, jnp.float32)
+            vel = v(obs, x, t)
+            g = jax.grad(lambda y: jnp.sum(value(obs, y, jnp.minimum(t + 1.0 / F, 1.0))))(x + vel / F)
+            x = x + (vel + c * g) / F
+            return x, x
+
+        _, xs = jax.lax.scan(body, x0, jnp.arange(F, dtype=jnp.float32))
+        return jnp.concatenate([x0[None], xs])
+
+    run = jax.jit(lambda obs, x0, cs: jax.vmap(lambda c: one(obs, x0, c))(cs))
+    return np.asarray(run(obs, x0, np.asarray(cs, np.float32)))
+
+
+def ascend(q, actions, eta: float, steps: int) -> np.ndarray:
+    """``steps`` steps of gradient ascent ``a <- a + eta grad_a q(a)`` from each of ``actions`` (one
+    compiled loop)."""
+    grad = jax.grad(lambda a: jnp.sum(q(a)))
+    run = jax.jit(lambda a: jax.lax.fori_loop(0, steps, lambda _, a: a + eta * grad(a), a))
+    return np.asarray(run(jnp.asarray(np.asarray(actions, np.float32))))

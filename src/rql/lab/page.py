@@ -55,10 +55,11 @@ p { line-height: 1.5; max-width: 75em; } code { background: #f3f3f3; padding: 0 
 .controls .lbl, .controls label { color: var(--muted); }
 .controls output { font-variant-numeric: tabular-nums; min-width: 3em; display: inline-block; }
 .live { margin: .8em 0 1em; padding: .6em .8em; border: 1px solid var(--line); border-radius: 6px; background: #fcfcfc; }
-.live .canvases { display: flex; flex-wrap: wrap; gap: .6em; }
-.live .cv { flex: 1 1 300px; min-width: 240px; max-width: 100%; }
+.live .body { display: flex; flex-wrap: wrap; gap: .6em 1.2em; align-items: flex-start; }
+.live .canvases { display: flex; flex-wrap: wrap; gap: .6em; flex: 0 1 auto; max-width: 100%; }
+.live .cv { flex: 0 1 auto; max-width: 100%; }
 .live canvas { display: block; border: 1px solid #eee; background: #fff; max-width: 100%; }
-.live .readouts { display: flex; flex-wrap: wrap; gap: .3em 1.4em; margin-top: .4em; font-size: .92em; }
+.live .readouts { display: flex; flex-direction: column; gap: .35em; flex: 1 1 220px; font-size: .92em; }
 .live .readouts .lbl { color: var(--muted); }
 .live .readouts output { font-variant-numeric: tabular-nums; font-weight: 600; }
 .live[data-live="error"]::before { content: "this live figure failed to start (see the console)"; color: #b00; }
