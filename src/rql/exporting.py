@@ -32,10 +32,9 @@ def read_leaves(fn, leaves: list, *args) -> list[int]:
     return [i for i, v in enumerate(closed.jaxpr.invars[: len(leaves)]) if id(v) in seen]
 
 
-def export_policy(run_dir: str | pathlib.Path, out: str | pathlib.Path, checkpoint: int | None = None,
-                  log=print) -> tuple[pathlib.Path, dict]:
-    """Write the evaluation policy of ``run_dir`` (its latest readable checkpoint unless ``checkpoint``) to
-    ``out``; returns the path and the file's header."""
+def policy_file(agent, state, extra: dict | None = None) -> tuple[bytes, dict]:
+    """The bytes of an exported-policy file for ``agent.act`` on ``state``, and its header (``extra``
+    added to it)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -43,10 +42,8 @@ def export_policy(run_dir: str | pathlib.Path, out: str | pathlib.Path, checkpoi
 
     from rql import __version__
     from rql.agents import plugins
-    from rql.training import restore_agent
 
-    run, agent, ts, step = restore_agent(run_dir, checkpoint, log=log)
-    leaves, treedef = jax.tree_util.tree_flatten(ts["agent"])
+    leaves, treedef = jax.tree_util.tree_flatten(state)
     key = jax.random.PRNGKey(0)
     obs = jnp.zeros((1, agent.obs_dim), jnp.float32)
     used = read_leaves(lambda ls, o, k: agent.act(jax.tree_util.tree_unflatten(treedef, ls), o, k),
@@ -66,26 +63,39 @@ def export_policy(run_dir: str | pathlib.Path, out: str | pathlib.Path, checkpoi
     try:
         exported = export.export(jax.jit(policy), platforms=PLATFORMS)(*args)
     except Exception as e:  # an agent whose act cannot take a symbolic batch size
-        raise RQLError(f"{run_dir}: agent '{agent.name}' cannot be exported ({type(e).__name__}: "
+        raise RQLError(f"agent '{agent.name}' cannot be exported ({type(e).__name__}: "
                        f"{' '.join(str(e).split())[:300]})") from None
-    program = bytes(exported.serialize())
     header = {
-        "agent": agent.name, "agent_source": plugins.source_of(agent.name), "checkpoint": int(step),
-        "run_dir": str(pathlib.Path(run_dir).resolve()), "task": run.task, "rql_version": __version__,
+        "agent": agent.name, "agent_source": plugins.source_of(agent.name), "rql_version": __version__,
         "jax_version": jax.__version__, "platforms": list(exported.platforms),
         "observation_shape": [agent.obs_dim], "observation_dtype": "float32",
         "horizon": agent.config.horizon, "action_dim": agent.action_dim,
         "action_shape": [agent.config.horizon, agent.action_dim], "action_bounds": [-1.0, 1.0],
         "key_shape": list(key.shape), "key_dtype": str(key.dtype), "batch": "symbolic",
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **(extra or {}),
     }
+    return pack(header, bytes(exported.serialize()), params), header
+
+
+def export_policy(run_dir: str | pathlib.Path, out: str | pathlib.Path, checkpoint: int | None = None,
+                  log=print) -> tuple[pathlib.Path, dict]:
+    """Write the evaluation policy of ``run_dir`` (its latest readable checkpoint unless ``checkpoint``) to
+    ``out``; returns the path and the file's header."""
+    from rql.training import restore_agent
+
     out = pathlib.Path(out).expanduser()
     if out.is_dir():
         raise RQLError(f"--out {out}: is a folder; give a file name, e.g. {out / 'policy.rqlx'}")
+    run, agent, ts, step = restore_agent(run_dir, checkpoint, log=log)
+    try:
+        data, header = policy_file(agent, ts["agent"], {"checkpoint": int(step), "task": run.task,
+                                                        "run_dir": str(pathlib.Path(run_dir).resolve())})
+    except RQLError as e:
+        raise RQLError(f"{run_dir}: {e}") from None
     tmp = out.with_name(out.name + ".tmp")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(pack(header, program, params))
+        tmp.write_bytes(data)
         os.replace(tmp, out)
     except OSError as e:
         tmp.unlink(missing_ok=True)

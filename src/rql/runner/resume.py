@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import jax
+
 from rql.errors import RQLError
 from rql.learner import init_group_state, init_train_state, stack_states
 from rql.online import online_template
@@ -30,7 +32,7 @@ class Start:
 def checkpoint_template(agent, run, seed: int, online_capacity: int = 0):
     """The shapes of one seed's checkpoint, for restoring. With an online phase, checkpoints past the
     offline steps also hold the online buffer, and the template is a function of the step."""
-    template = init_train_state(agent, seed)
+    template = jax.eval_shape(lambda: init_train_state(agent, seed))  # shapes only: nothing is computed
     if not online_capacity:
         return template
     on_template = online_template(agent, seed, online_capacity)
