@@ -242,13 +242,17 @@ def test_sweep_on_a_two_node_cluster_copies_runs_back(tiny_ogbench, tmp_path, ca
         assert len(nodes) == 2
         worker_id = next(n["NodeID"] for n in nodes if "worker_node" in n["Resources"])
 
-        # Every trial on the worker node; runs trained in its temp folder come back as archives.
+        # Every trial on the worker node; runs trained in its temp folder come back as archives. The method is a
+        # plugin agent from a file outside the package: the file's bytes travel with each trial.
         monkeypatch.setenv(sweep.COPY_ENV, "1")
+        from test_plugins import write_plugin
+
+        plugin = write_plugin(tmp_path / "mine" / "plug_bc.py", "plug-bc")
         out = tmp_path / "cluster-sweep"
         bad_task = "cube-single-play-singletask-task9-v0"
-        argv = ["sweep", "--tasks", f"{T1},{bad_task}", "--agents", "flow-bc", "--seeds", "0,1", "--out", str(out),
+        argv = ["sweep", "--tasks", f"{T1},{bad_task}", "--agents", str(plugin), "--seeds", "0,1", "--out", str(out),
                 "--dataset-dir", str(tiny_ogbench.parent), *SCHEDULE, "--eval-episodes", "0", "--seeds-per-run", "2",
-                "--compile-cache", str(jax_cache), "--grid", "flow-bc.lr=0.001", "--set", *TINY,
+                "--compile-cache", str(jax_cache), "--grid", "plug-bc.lr=0.001", "--set", *TINY,
                 "--address", f"127.0.0.1:{port}", "--resources-per-run", '{"worker_node": 1}', "--no-compare"]
         assert main(argv) == 1
         cells = cells_of(out)
@@ -259,7 +263,8 @@ def test_sweep_on_a_two_node_cluster_copies_runs_back(tiny_ogbench, tmp_path, ca
             assert c["status"] == "done" and c["node_id"] == worker_id, c
             assert json.loads((out / d / "summary.json").read_text())["steps"] == 20
             cfg = json.loads((out / d / "config.json").read_text())
-            assert cfg["label"] == "flow-bc-lr=0.001" and cfg["run"]["run_dir"] == str(out / d)
+            assert cfg["label"] == "plug-bc-lr=0.001" and cfg["run"]["run_dir"] == str(out / d)
+            assert cfg["agent"] == "plug-bc" and cfg["agent_source"]["path"] == str(plugin.resolve())
         for c in failed.values():  # an error inside the trial is reported, on the node it ran on
             assert c["status"] == "failed" and c["node_id"] == worker_id and "unknown task" in c["error"], c
         assert not any(p.name.startswith(".incoming") for p in out.iterdir())
