@@ -212,7 +212,11 @@ def describe_pixels(px: Pixels, dataset) -> str:
     free = free_device_bytes()
     h, w, c = px.frame_shape
     where = "on the device" if free is None else f"on the device ({free / 2**30:.1f} GiB free there)"
-    if free is not None and size > free:
+    import jax
+
+    # On a CPU the device is the host: the file's array and the device copy live side by side.
+    need = 2 * size if jax.default_backend() == "cpu" else size
+    if free is not None and need > free:
         raise RQLError(f"{dataset.source}: its {len(frames):,} frames take {size / 2**30:.1f} GiB as uint8 but only "
                        f"{free / 2**30:.1f} GiB is free on the device; use a smaller dataset or a folder of shards")
     return (f"pixels: {len(frames):,} frames {h}x{w}x{c} uint8 ({size / 2**20:,.0f} MiB) {where}, "

@@ -60,7 +60,7 @@ def ogbench_regular(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     last = np.flatnonzero(keep)[new_term]  # raw index of every kept episode's last step
     nxt = np.minimum(last + 1, len(term) - 1)
     has = (last + 1 < len(term)) & term[nxt]
-    out["end_next_observations"] = np.where(has[:, None], obs[nxt], obs[last])
+    out["end_next_observations"] = np.where(has.reshape(-1, *[1] * (obs.ndim - 1)), obs[nxt], obs[last])
     return out
 
 
