@@ -1,11 +1,15 @@
-"""``rql export`` and ``rql.load_exported``: the exported policy's actions equal the checkpoint policy's for
-the same observations and key, at any batch size, in a process where flax, optax and rql's agents cannot be
-imported; a damaged or foreign file is one line."""
+"""The Python API and exported policies: the README's Python block runs as written (with fewer episodes,
+updates and units: each change below must find its text in the block, so the README cannot drift from what
+is run), and the policy it exports (``rql export`` / ``rql.export``) equals the checkpoint policy's actions
+for the same observations and key at any batch size, in a process where flax, optax and rql's agents cannot
+be imported; a damaged or foreign file is one line."""
 
 from __future__ import annotations
 
 import json
 import os
+import pathlib
+import re
 import subprocess
 import sys
 import textwrap
@@ -17,38 +21,76 @@ import pytest
 import rql
 from rql.cli import main
 
-from conftest import TASK
+README = pathlib.Path(__file__).parents[1] / "README.md"
 
-TINY = {"actor_hidden_dims": (16,), "value_hidden_dims": (16,), "ensemble": 2, "batch_size": 8, "horizon": 2,
-        "flow_steps": 2}
+# (text in the README's block, what the test runs instead): tiny data and few updates, the same calls.
+SMALLER = [
+    ('episodes=60)', 'episodes=2, max_steps=60)'),
+    ('steps=15_000', 'steps=20'),
+    ('eval_episodes=50', 'eval_episodes=1, eval_envs=1, progress=False, log=lambda *a, **k: None'),
+    ('agent_config={"alpha": 10.0}', 'agent_config={"alpha": 10.0, "actor_hidden_dims": (16,), '
+                                     '"value_hidden_dims": (16,), "batch_size": 16, "flow_steps": 2}'),
+    ('episodes=20)', 'episodes=1, envs=1, log=lambda *a, **k: None)'),
+]
+
+
+def python_block() -> str:
+    text = README.read_text()
+    section = text.split("## From Python", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 1, "the 'From Python' section holds one python block"
+    return blocks[0]
 
 
 @pytest.fixture(scope="module")
-def exported(tiny_ogbench, tmp_path_factory):
-    """A trained RQL run and its exported policy (every built-in agent exports: benchmarks/export_agents.py)."""
-    d = tmp_path_factory.mktemp("export")
-    result = rql.train(task=TASK, agent="rql", dataset_path=tiny_ogbench, steps=20, run_dir=d / "run",
-                       eval_episodes=0, progress=False, tensorboard=False, log=lambda *a, **k: None,
-                       agent_config=TINY)
-    out = d / "policy.rqlx"
-    assert main(["export", str(result.run_dir), "--out", str(out)]) == 0
-    return result.run_dir, out
+def quickstart(tmp_path_factory):
+    """The README block run in a fresh folder: its namespace and the folder."""
+    code = python_block()
+    assert len(code.strip().splitlines()) <= 14, "the quickstart stays short"
+    for old, new in SMALLER:
+        assert code.count(old) == 1, f"README block no longer has {old!r}"
+        code = code.replace(old, new)
+    d = tmp_path_factory.mktemp("quickstart")
+    cwd = os.getcwd()
+    os.chdir(d)
+    try:
+        namespace: dict = {}
+        exec(compile(code, str(README), "exec"), namespace)
+    finally:
+        os.chdir(cwd)
+    return namespace, d
+
+
+@pytest.fixture(scope="module")
+def exported(quickstart):
+    """The quickstart's first run and the policy file it exported."""
+    namespace, d = quickstart
+    return d / namespace["result"].run_dirs[0], d / "policy.rqlx"
+
+
+def test_readme_python_block_runs(quickstart):
+    namespace, d = quickstart
+    result = namespace["result"]
+    assert len(result.run_dirs) == 2 and all(0.0 <= s <= 1.0 for s in result.success)
+    assert [s["steps"] for s in result.summaries] == [20, 20]
+    assert namespace["chunks"].shape == (8, 5, 5)
+    assert (d / "policy.rqlx").is_file() and (d / "data" / "cube-single-play-v0.npz").is_file()
 
 
 def test_round_trip_equals_the_checkpoint_policy_at_any_batch_size(exported, capsys):
     run_dir, path = exported
     policy, loaded = rql.load(run_dir), rql.load_exported(path)
     header = loaded.header
-    assert header["agent"] == policy.name and header["checkpoint"] == 20 == policy.checkpoint
-    assert header["observation_shape"] == [policy.obs_dim] and header["horizon"] == 2 == loaded.horizon
-    assert header["action_shape"] == [2, policy.action_dim] and header["batch"] == "symbolic"
+    assert header["agent"] == policy.name == "rql" and header["checkpoint"] == 20 == policy.checkpoint
+    assert header["observation_shape"] == [policy.obs_dim] and header["horizon"] == 5 == loaded.horizon
+    assert header["action_shape"] == [5, policy.action_dim] and header["batch"] == "symbolic"
     assert header["rql_version"] == rql.__version__ and "cpu" in header["platforms"]
     rng = np.random.default_rng(0)
     for batch in (1, 7, 64):
         obs = rng.normal(size=(batch, policy.obs_dim)).astype(np.float32)
         key = jax.random.PRNGKey(batch)
         a = np.asarray(loaded(obs, key))
-        assert a.shape == (batch, 2, policy.action_dim) and np.all(np.abs(a) <= 1)
+        assert a.shape == (batch, 5, policy.action_dim) and np.all(np.abs(a) <= 1)
         np.testing.assert_array_equal(a, policy(obs, key))
     one = np.asarray(loaded.act(obs[0], jax.random.PRNGKey(5)))
     np.testing.assert_array_equal(one, policy.act(obs[0], jax.random.PRNGKey(5)))
