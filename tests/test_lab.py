@@ -182,8 +182,12 @@ def test_lab_on_a_real_run(tiny_ogbench, lab, tmp_path, capsys):
     assert len(err) == len(n["reversal"]["F"]) and err[-1] < err[0]
     assert len(n["value_along_chain"]["grad_norm_median"]) == 11
     assert (out / "index.html").exists() and len(list((out / "figures").glob("*.png"))) == 3
+    browser = None
     if CHROMIUM:
-        _run_page_is_live(out, run_dir)
+        from rql.lab.browser import Browser
+
+        browser = Browser()
+        _run_page_is_live(browser, out, run_dir)
 
     # A run without a value (flow BC), drawn with RQL as its baseline.
     toy_runs = lab[0] / "runs"
@@ -191,10 +195,8 @@ def test_lab_on_a_real_run(tiny_ogbench, lab, tmp_path, capsys):
     assert main(["lab", "--run", str(toy_runs / "flow-bc"), "--baseline", str(toy_runs / "rql"), "--out",
                  str(out_bc), "--states", "32"]) == 0
     assert "Only RQL learns a value V(s, x, t)" in (out_bc / "index.html").read_text()
-    if CHROMIUM:
-        from rql.lab.browser import Browser
-
-        with Browser() as b:
+    if browser is not None:
+        with browser as b:
             b.open(out_bc / "index.html")
             assert b.eval("document.body.getAttribute('data-live-figures')") == "2/2"  # no value: no ascent
             assert b.readout("run_samples", "base_std") > 0 and not b.console_errors()
@@ -306,7 +308,7 @@ def test_live_figures_run_the_trained_networks(lab_scene, tmp_path):
         diffs = _page_networks_against_jax(b, scene)
         for name, d in diffs.items():
             assert d["output"] < 1e-5, (name, d)
-            assert d.get("gradient", 0) < 1e-4, (name, d)
+            assert d.get("gradient", 0) < 1e-5, (name, d)
 
         # 1. re-roll samples the trained flow: the page's Euler paths are JAX's from the same noise.
         seed0 = b.readout("flow", "seed")
@@ -464,42 +466,40 @@ def test_live_figures_run_the_trained_networks(lab_scene, tmp_path):
         assert b.eval("+document.body.getAttribute('data-errors')") >= 1 and b.console_errors()
 
 
-def _run_page_is_live(out: pathlib.Path, run_dir: pathlib.Path) -> None:
+def _run_page_is_live(b, out: pathlib.Path, run_dir: pathlib.Path) -> None:
     """A real run's page in chromium: its networks against JAX, a state picked, the dataset chunk's
     reversal and value as JAX computes them, samples re-rolled, a partial action ascended."""
     import jax.numpy as jnp
 
     from rql.lab import measure as M
-    from rql.lab.browser import Browser
     from rql.training import restore_agent
 
     _, agent, ts, _ = restore_agent(str(run_dir), log=lambda *a: None)
     st = ts["agent"]
     vel, value = agent.extras["velocity"], agent.extras["value"]
     f = M.fields(agent, st)
-    with Browser() as b:
-        b.open(out / "index.html")
-        assert b.eval("document.body.getAttribute('data-live-figures')") == "3/3", b.console_errors()
-        n_obs, D, F = b.eval("[rqlLab.lab.run.obs_dim, rqlLab.lab.run.chunk_dim, rqlLab.lab.run.F]")
-        z = np.random.default_rng(0).uniform(-1, 1, (8, n_obs + D + 1)).astype(np.float32)
-        o, x, t = jnp.asarray(z[:, :n_obs]), jnp.asarray(z[:, n_obs:-1]), jnp.asarray(z[:, -1:])
-        for name, ref in (("sample", vel(st["target_actor"])(o, x, t)), ("reverse", vel(st["params"]["actor"])(o, x, t)),
-                          ("value", value(st["params"]["value"], o, x, t).mean(0)[:, None])):
-            assert _rel(b.eval(f"rqlLab.evaluate('{name}', {z.tolist()})"), ref) < 1e-5, name
-        b.set_slider("#sl-run_reversal-state", 3)
-        assert b.eval("document.getElementById('sl-run_samples-state').value") == "3"  # one state for all figures
-        obs3, chunk3 = (np.asarray(b.eval(f"rqlLab.arr('{k}').row(3)"), np.float32) for k in ("obs", "chunks"))
-        path = M.reversal_path(f.reverse, obs3, chunk3[None], F)[:, 0]
-        assert _rel(b.eval("rqlLab.figs.run_reversal.state.chain"), path) < 1e-5
-        vals, _ = M.value_along(f.value, obs3, path[:, None])
-        assert b.readout("run_reversal", "v0") == pytest.approx(float(vals[0, 0]), rel=1e-5)
-        back = M.forward_path(f.reverse, obs3, path[:1], F)[-1, 0]
-        rt = float(np.sqrt(np.mean((back - chunk3) ** 2)))
-        assert b.readout("run_reversal", "roundtrip") == pytest.approx(rt, rel=1e-3, abs=1e-7)
-        before = b.eval("rqlLab.figs.run_samples.state.samples")
-        b.click("#btn-run_samples-reroll")
-        assert b.eval("rqlLab.figs.run_samples.state.samples") != before and b.readout("run_samples", "std") > 0
-        b.click("#btn-run_ascend-ascend")
-        assert b.readout("run_ascend", "v1") > b.readout("run_ascend", "v0")
-        assert "principal axes" in b.eval("rqlLab.lab.run.projection.name")
-        assert not b.console_errors(), b.console_errors()
+    b.open(out / "index.html")
+    assert b.eval("document.body.getAttribute('data-live-figures')") == "3/3", b.console_errors()
+    n_obs, D, F = b.eval("[rqlLab.lab.run.obs_dim, rqlLab.lab.run.chunk_dim, rqlLab.lab.run.F]")
+    z = np.random.default_rng(0).uniform(-1, 1, (8, n_obs + D + 1)).astype(np.float32)
+    o, x, t = jnp.asarray(z[:, :n_obs]), jnp.asarray(z[:, n_obs:-1]), jnp.asarray(z[:, -1:])
+    for name, ref in (("sample", vel(st["target_actor"])(o, x, t)), ("reverse", vel(st["params"]["actor"])(o, x, t)),
+                      ("value", value(st["params"]["value"], o, x, t).mean(0)[:, None])):
+        assert _rel(b.eval(f"rqlLab.evaluate('{name}', {z.tolist()})"), ref) < 1e-5, name
+    b.set_slider("#sl-run_reversal-state", 3)
+    assert b.eval("document.getElementById('sl-run_samples-state').value") == "3"  # one state for all figures
+    obs3, chunk3 = (np.asarray(b.eval(f"rqlLab.arr('{k}').row(3)"), np.float32) for k in ("obs", "chunks"))
+    path = M.reversal_path(f.reverse, obs3, chunk3[None], F)[:, 0]
+    assert _rel(b.eval("rqlLab.figs.run_reversal.state.chain"), path) < 1e-5
+    vals, _ = M.value_along(f.value, obs3, path[:, None])
+    assert b.readout("run_reversal", "v0") == pytest.approx(float(vals[0, 0]), rel=1e-5)
+    back = M.forward_path(f.reverse, obs3, path[:1], F)[-1, 0]
+    rt = float(np.sqrt(np.mean((back - chunk3) ** 2)))
+    assert b.readout("run_reversal", "roundtrip") == pytest.approx(rt, rel=1e-3, abs=1e-7)
+    before = b.eval("rqlLab.figs.run_samples.state.samples")
+    b.click("#btn-run_samples-reroll")
+    assert b.eval("rqlLab.figs.run_samples.state.samples") != before and b.readout("run_samples", "std") > 0
+    b.click("#btn-run_ascend-ascend")
+    assert b.readout("run_ascend", "v1") > b.readout("run_ascend", "v0")
+    assert "principal axes" in b.eval("rqlLab.lab.run.projection.name")
+    assert not b.console_errors(), b.console_errors()

@@ -18,6 +18,7 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 
 
 def find_chromium() -> str | None:
@@ -40,23 +41,19 @@ class Browser:
         to_child_r, self._to_child = os.pipe()
         self._from_child, from_child_w = os.pipe()
 
-        def fds():  # the protocol's pipe: the browser reads fd 3 and writes fd 4
-            r, w = os.dup(to_child_r) + 100, os.dup(from_child_w) + 100
-            os.dup2(to_child_r, r)
-            os.dup2(from_child_w, w)
-            os.dup2(r, 3)
-            os.dup2(w, 4)
-            os.set_inheritable(3, True)
-            os.set_inheritable(4, True)
-
+        # The protocol's pipe: the browser reads fd 3 and writes fd 4; a shell puts the pipe's ends
+        # there (no code runs between fork and exec in this multi-threaded process).
+        args = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-pipe", "--no-first-run",
+                "--hide-scrollbars", "--mute-audio", f"--user-data-dir={self._profile}",
+                f"--window-size={width},{height}", "about:blank"]
+        log = None if os.environ.get("RQL_LAB_BROWSER_LOG") else subprocess.DEVNULL
         self.proc = subprocess.Popen(
-            [exe, "--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-pipe", "--no-first-run",
-             "--hide-scrollbars", "--mute-audio", f"--user-data-dir={self._profile}",
-             f"--window-size={width},{height}", "about:blank"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=None if os.environ.get("RQL_LAB_BROWSER_LOG") else subprocess.DEVNULL,
-            preexec_fn=fds, close_fds=False)
+            ["/bin/sh", "-c", f'exec "$0" "$@" 3<&{to_child_r} 4>&{from_child_w}', *args],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, pass_fds=(to_child_r, from_child_w))
         os.close(to_child_r)
         os.close(from_child_w)
+        # A browser left open (a failed test) still ends with its owner.
+        self._finalizer = weakref.finalize(self, _end, self.proc, self._profile)
         self._id = 0
         self._buf = b""
         self._pending: dict = {}
@@ -238,7 +235,7 @@ class Browser:
                 os.close(fd)
             except OSError:
                 pass
-        shutil.rmtree(self._profile, ignore_errors=True)
+        self._finalizer()
 
     def __enter__(self):
         return self
@@ -256,6 +253,13 @@ PLAY = {
     "run_ascend": ["#btn-run_ascend-ascend"],
 }
 """Buttons pressed in a figure before its screenshot, so that the picture shows the interaction."""
+
+
+def _end(proc, profile) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(10)
+    shutil.rmtree(profile, ignore_errors=True)
 
 
 def screenshots(page, out_dir, width: int = 1200, names: list[str] | None = None, prefix: str = "",
