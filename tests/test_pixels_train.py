@@ -1,0 +1,127 @@
+"""Pixels end to end on a tiny visual dataset that ``rql data generate visual-cube-single-play-v0`` makes with
+OGBench's oracles and offscreen rendering: rql and two suite methods (FQL: a one-step policy; FBRAC: a flow
+policy) train as a group of two seeds, rql resumes after kill -9 to the same parameters as an uninterrupted
+run, and a trained policy plays one evaluation episode on stacked frames it renders itself.
+
+Rendering costs about 0.3 s a step here, so the data is 2 + 1 episodes of 20 steps (the issue's
+``--max-steps 60`` takes three times as long) and the encoder is the tiny ``impala_debug``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+TASK = "visual-cube-single-play-singletask-task1-v0"
+STEPS = 8
+
+
+@pytest.fixture(scope="module")
+def visual_data(tmp_path_factory):
+    from rql.cli import main
+
+    out = tmp_path_factory.mktemp("visual")
+    assert main(["data", "generate", "visual-cube-single-play-v0", "--episodes", "2", "--max-steps", "20",
+                 "--out", str(out)]) == 0
+    return out / "visual-cube-single-play-v0.npz"
+
+
+def _train_args(agent: str, data, run_dir, *extra) -> list[str]:
+    return ["train", "--agent", agent, "--task", TASK, "--dataset-path", str(data), "--preset", "small",
+            "--agent.encoder", "impala_debug", "--agent.batch-size", "8", "--agent.horizon", "1",
+            "--agent.actor-hidden-dims", "32", "--agent.value-hidden-dims", "32",
+            "--frame-stack", "3", "--p-aug", "0.5", "--seeds", "2", "--steps", str(STEPS), "--eval-episodes", "0",
+            "--log-every", "2", "--save-every", "2", "--keep-checkpoints", "10", "--no-progress", "--run-dir", str(run_dir),
+            *extra]
+
+
+def _env():
+    cache = os.environ.get("RQL_TEST_JAX_CACHE") or os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "jax")
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), JAX_COMPILATION_CACHE_DIR=cache,
+                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
+
+
+def _cli(*args):
+    return [sys.executable, "-c", "import sys; from rql.cli import main; sys.exit(main(sys.argv[1:]))", *args]
+
+
+def _final_state(run_dir):
+    from rql.training import restore_agent
+
+    _, agent, ts, step = restore_agent(run_dir, log=lambda *_: None)
+    return agent, ts, step
+
+
+def test_generated_visual_file_is_ogbench_layout(visual_data):
+    from ogbench.utils import load_dataset
+
+    train = load_dataset(str(visual_data), ob_dtype=np.uint8, compact_dataset=False, add_info=True)
+    assert train["observations"].dtype == np.uint8 and train["observations"].shape[1:] == (64, 64, 3)
+    assert train["observations"].shape[0] == 2 * 19 and "qpos" in train
+
+
+def test_rql_group_trains_and_resumes_after_kill_9(visual_data, tmp_path):
+    env = _env()
+    a, b = tmp_path / "a", tmp_path / "b"
+    r = subprocess.run(_cli(*_train_args("rql", visual_data, a)), env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "pixels: 38 frames 64x64x3 uint8" in r.stdout + r.stderr
+
+    proc = subprocess.Popen(_cli(*_train_args("rql", visual_data, b)), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    ck = b / "s1" / "checkpoints"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if ck.is_dir() and any(s.isdigit() for s in os.listdir(ck)):
+            break
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = max(int(s) for s in os.listdir(ck) if s.isdigit())
+    assert killed_at < STEPS, "the run finished before it could be killed"
+    r = subprocess.run(_cli("train", "--resume", str(b)), env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    for seed in ("s0", "s1"):
+        _, ta, sa = _final_state(a / seed)
+        _, tb, sb = _final_state(b / seed)
+        assert sa == sb == STEPS
+        for x, y in zip(jax.tree_util.tree_leaves(ta), jax.tree_util.tree_leaves(tb)):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    # the two seeds are different runs
+    _, t0, _ = _final_state(a / "s0")
+    _, t1, _ = _final_state(a / "s1")
+    p0, p1 = (jax.tree_util.tree_leaves(t["agent"]["params"]) for t in (t0, t1))
+    assert any(not np.array_equal(x, y) for x, y in zip(p0, p1))
+
+    # one evaluation episode on frames the policy's own environment renders, stacked as in training
+    from rql.evaluation import EnvPool, evaluate_group, make_group_policy
+    from rql.training import stack_states
+
+    agent, ts, _ = _final_state(a / "s0")
+    pool = EnvPool(TASK, 1, share_model=False, env_kwargs={"frame_stack": 3, "max_episode_steps": 6}, lean=False)
+    try:
+        states = stack_states([ts["agent"]])
+        res = evaluate_group(make_group_policy(agent), states, pool, 1, [jax.random.PRNGKey(1)], [0])
+    finally:
+        pool.close()
+    assert res[0]["length"] == 6 and 0.0 <= res[0]["success"] <= 1.0
+
+
+@pytest.mark.parametrize("agent", ["fql", "fbrac"])
+def test_suite_methods_train_on_pixels(visual_data, tmp_path, agent):
+    from rql.cli import main
+
+    assert main(_train_args(agent, visual_data, tmp_path / agent)) == 0
+    for seed in ("s0", "s1"):
+        trained, ts, step = _final_state(tmp_path / agent / seed)
+        assert step == STEPS and trained.config.encoder == "impala_debug"
+        assert trained.config.image_shape == (64, 64, 9)
+        assert "encoder" in ts["agent"]["params"]["critic"]
+        lines = (tmp_path / agent / seed / "metrics.csv").read_text().splitlines()
+        assert len(lines) == 1 + STEPS // 2
