@@ -1,12 +1,16 @@
-"""``rql lab``: the ideas of RQL measured on trained networks and drawn as one HTML page.
+"""``rql lab``: the ideas of RQL on trained networks, as one live HTML page.
 
 ``rql lab [--out DIR]`` trains flow BC, RQL and FQL on a toy task with a 2-D action
-(:mod:`rql.data.toy`) with the project's runner and draws, from those networks: noise flowing into
-actions, the gradient through the whole chain against F, the horizon arithmetic, flow reversal
-and its round trip, the value along reversed chains, score-function vs pathwise gradients, and
-the policy before and after RQL. ``rql lab --run RUN_DIR`` draws the figures that apply to a real
-run from its checkpoint and dataset. Output: ``DIR/index.html`` (self-contained), ``DIR/figures/*.png``
-and ``DIR/lab.json`` (the measured numbers).
+(:mod:`rql.data.toy`) with the project's runner and writes a page whose figures follow the RQL
+explainer in order (noise flowing into actions, backpropagation through the chain, the unrolled
+decision steps, the horizon, flow reversal, the value along a reversed chain and its slope,
+score-function vs pathwise gradients, gradient ascent on a critic, one hop per flow step, the
+update running, the training loop, the policies compared). The trained networks travel in the page
+(:mod:`rql.lab.live`) and run in the browser (:mod:`rql.lab.livejs`): every figure can be played
+with, and every number it shows is computed from them. ``rql lab --run RUN_DIR`` does the same for
+a real run from its checkpoint and dataset. Output: ``DIR/index.html`` (self-contained),
+``DIR/figures/*.png`` (the pictures measured in JAX) and ``DIR/lab.json`` (the measured numbers).
+See docs/lab.md.
 """
 
 from __future__ import annotations
@@ -57,7 +61,8 @@ def run_lab(args: LabArgs, log=print) -> dict:
 def cmd_lab(argv: list[str], parse) -> int:
     args = parse(LabArgs, argv, "rql lab",
                  "Measure the ideas of Reversal Q-Learning on trained networks and write one self-contained HTML "
-                 "page (DIR/index.html), its figures (DIR/figures/*.png) and the numbers (DIR/lab.json). Without "
+                 "page (DIR/index.html) whose live figures run those networks in the browser, the pictures measured "
+                 "in JAX (DIR/figures/*.png) and the numbers (DIR/lab.json). Without "
                  "--run: trains flow BC, RQL and FQL on a toy task with a 2-D action (a few minutes on a CPU). "
                  "With --run RUN_DIR: the figures that apply to that run, from its checkpoint and dataset.")
     run_lab(args)

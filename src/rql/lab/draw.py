@@ -59,33 +59,6 @@ def _ring(ax, centres, best, radius):
     ax.plot(*centres[best], marker="*", color="gold", ms=14, mec="k", zorder=5)
 
 
-# ----------------------------------------------------------------------------- 1. noise into actions
-
-
-def flow_paths(path, modes, centres, best, success_radius, landscape, title, upto: int | None = None) -> bytes:
-    """Euler paths (F+1, N, 2) from noise; each coloured by the mode its end landed in (grey: none)."""
-    plt = _plt()
-    F = path.shape[0] - 1
-    k = F if upto is None else upto
-    cols = _colors_of(modes, len(centres))
-    fig, ax = plt.subplots(figsize=(4.6, 4.6))
-    lim = 2.8
-    _landscape(ax, landscape, lim, alpha=0.35)
-    if k > 0:
-        _lines(ax, path[: k + 1], cols)
-    ax.scatter(path[0, :, 0], path[0, :, 1], s=3, color="0.4", alpha=0.5, label="x0 (noise)")
-    ax.scatter(path[k, :, 0], path[k, :, 1], s=7, c=cols, edgecolors="k", linewidths=0.2, zorder=4,
-               label=f"x at t={k / F:.1f}")
-    _ring(ax, centres, best, success_radius)
-    ax.set_xlim(-lim, lim)
-    ax.set_ylim(-lim, lim)
-    ax.set_aspect("equal")
-    ax.set_title(f"{title}: step {k}/{F} (t={k / F:.1f})", fontsize=10)
-    ax.legend(loc="lower left", fontsize=7, framealpha=0.8)
-    fig.tight_layout()
-    return png(fig, dpi=72)
-
-
 # ----------------------------------------------------------------------------- 2. gradient through the chain
 
 
@@ -140,36 +113,6 @@ def chain_gradient(cj, hop) -> bytes:
     h2, l2 = ax2.get_legend_handles_labels()
     ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="lower left")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return png(fig)
-
-
-# ----------------------------------------------------------------------------- 3. horizon arithmetic
-
-
-def horizon(h) -> bytes:
-    plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    ax = axes[0]
-    for label, curve, style in h["mass_curves"]:
-        ax.plot(curve[0], curve[1], style, label=label)
-    ax.set_xscale("log")
-    ax.set_xlabel("bootstrap backups k")
-    ax.set_ylabel("share of the discount mass within k backups")
-    ax.set_title(f"gamma={h['gamma']}, F={h['F']}, h={h['h']}", fontsize=10)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3, which="both")
-    ax = axes[1]
-    Fs = np.asarray(h["Fs"])
-    ax.plot(Fs, h["rql_backups90"], "o-", ms=3, label="RQL (flow steps undiscounted, t-free target)")
-    ax.plot(Fs, h["ext_backups90"], "s-", ms=3, label="each flow step a decision, gamma^(h/F) per step")
-    ax.plot(Fs, h["naive_env_steps"], "^-", ms=3, label="gamma^h per flow step: env horizon left (steps)")
-    ax.set_yscale("log")
-    ax.set_xlabel("flow steps F")
-    ax.set_ylabel("backups to 90% of the mass / env steps")
-    ax.set_title("H vs H x F", fontsize=10)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     return png(fig)
 
@@ -242,29 +185,6 @@ def value_lines(vals, grads, modes, n_modes: int, best: int | None = None) -> by
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return png(fig)
-
-
-def value_frame(grid, vgrid, ggrid, points, modes, n_modes, t, vrange, gscale, centres=None, best=None,
-                radius=None) -> bytes:
-    """V(s, ., t) on a grid with its gradient as arrows (the same length scale ``gscale`` in every frame)."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(4.8, 4.4))
-    im = ax.imshow(vgrid, extent=(grid[0], grid[-1], grid[0], grid[-1]), origin="lower", cmap="viridis",
-                   vmin=vrange[0], vmax=vrange[1])
-    fig.colorbar(im, ax=ax, fraction=0.046, label="V(s, x, t)")
-    step = max(1, len(grid) // 16)
-    arrow = 0.35 * (grid[1] - grid[0]) * step / max(gscale, 1e-12)  # gscale -> 35% of the arrow spacing
-    ax.quiver(grid[::step], grid[::step], arrow * ggrid[::step, ::step, 0], arrow * ggrid[::step, ::step, 1],
-              color="w", alpha=0.7, width=0.004, angles="xy", scale_units="xy", scale=1.0)
-    cols = _colors_of(modes, n_modes)
-    ax.scatter(points[:, 0], points[:, 1], s=9, c=cols, edgecolors="k", linewidths=0.3, zorder=4)
-    if centres is not None:
-        _ring(ax, centres, best, radius)
-    ax.set_xlim(grid[0], grid[-1])
-    ax.set_ylim(grid[0], grid[-1])
-    ax.set_title(f"V(s, x, t) and grad_x V at t = {t:.1f}", fontsize=10)
-    fig.tight_layout()
-    return png(fig, dpi=72)
 
 
 # ----------------------------------------------------------------------------- 6. estimators

@@ -244,25 +244,6 @@ def value_along(value, obs, path) -> tuple[np.ndarray, np.ndarray]:
     return np.stack([np.asarray(a) for a, _ in out]), np.stack([np.asarray(b) for _, b in out])
 
 
-def value_grids(value, obs, ts, lim: float, n: int = 60) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``V(s, x, t)`` (T, n, n) and its gradient (T, n, n, 2) on an n x n grid of 2-D partial actions in
-    [-lim, lim]^2, for every t in ``ts``; and the grid's coordinates."""
-    g = np.linspace(-lim, lim, n, dtype=np.float32)
-    X, Y = np.meshgrid(g, g)
-    pts = np.stack([X.ravel(), Y.ravel()], -1)
-    o = _bcast(obs, pts.shape[0])
-
-    @jax.jit
-    def at(o, pts, t):
-        tt = jnp.full((pts.shape[0], 1), t, jnp.float32)
-        return value(o, pts, tt), jax.grad(lambda x: jnp.sum(value(o, x, tt)))(pts)
-
-    out = [at(o, pts, np.float32(t)) for t in ts]
-    vals = np.stack([np.asarray(v).reshape(n, n) for v, _ in out])
-    grads = np.stack([np.asarray(d).reshape(n, n, 2) for _, d in out])
-    return vals, grads, g
-
-
 # ----------------------------------------------------------------------------- policy-gradient estimators
 
 

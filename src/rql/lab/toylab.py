@@ -112,11 +112,6 @@ def horizon_numbers(gamma: float, F: int, h: int, Fs=tuple(range(1, 33))) -> dic
     def backups90(g):  # bootstrap backups until 90% of the discount mass sum_k g^k
         return float(np.log(0.1) / np.log(g))
 
-    ks = np.unique(np.logspace(0, np.log10(50 * backups90(g_dec) * F), 300).astype(int))
-
-    def share(g):
-        return 1.0 - g**ks
-
     return {
         "gamma": gamma, "F": F, "h": h,
         "value_horizon_env_steps": H,
@@ -132,10 +127,6 @@ def horizon_numbers(gamma: float, F: int, h: int, Fs=tuple(range(1, 33))) -> dic
         "rql_backups90": [backups90(g_dec)] * len(Fs),
         "ext_backups90": [backups90(g_dec ** (1.0 / f)) for f in Fs],
         "naive_env_steps": [float(h / (1.0 - g_dec**f)) for f in Fs],
-        "mass_curves": [
-            (f"RQL: gamma^h={g_dec:.4g} per decision", (ks, share(g_dec)), "-"),
-            (f"flow steps as decisions: gamma^(h/{F}) per flow step", (ks, share(g_flow)), "--"),
-        ],
     }
 
 
@@ -232,9 +223,8 @@ def load_scene(task_spec: str, runs: dict, agents, seed: int) -> ToyScene:
 
 
 def flow_paths_section(s: ToyScene) -> Section:
-    """1. Noise flowing into actions: Euler paths of flow BC and RQL from the same noise (figure flow_paths)."""
-    task, best, F, fields, trained, numbers, x0 = s.task, s.best, s.F, s.fields, s.trained, s.numbers, s.x0
-    obs0, centres, rad, landscape_wide = s.obs0, s.task.centres, s.task.success_radius, s.landscape_wide
+    """1. Noise flowing into actions: Euler paths of flow BC and RQL from the same noise (live figure flow)."""
+    task, best, F, fields, trained, numbers, x0, obs0 = s.task, s.best, s.F, s.fields, s.trained, s.numbers, s.x0, s.obs0
     para = []
     numbers["flow_paths"] = {}
     for name in ("flow-bc", "rql"):
@@ -356,7 +346,7 @@ def horizon_section(s: ToyScene) -> Section:
     F, numbers = s.F, s.numbers
     rql_agent = s.rql_agent
     hz = horizon_numbers(0.99, F, rql_agent.config.horizon)
-    numbers["horizon"] = {k: v for k, v in hz.items() if k != "mass_curves"}
+    numbers["horizon"] = hz
     return Section(
         "horizon", "4. The horizon arithmetic",
         f"Computed for gamma = {hz['gamma']} (the usual discount; the toy task itself ends after one decision), "
