@@ -41,8 +41,8 @@ def pack(header: dict, program: bytes, params: list) -> bytes:
 
     blobs, table, offset = [], [], 0
     for a in params:
-        a = np.ascontiguousarray(a)
-        blobs.append(a.tobytes())
+        a = np.asarray(a)  # (not ascontiguousarray: it makes a 0-d array 1-d)
+        blobs.append(a.tobytes(order="C"))
         table.append({"shape": list(a.shape), "dtype": str(a.dtype), "offset": offset, "nbytes": a.nbytes})
         offset += a.nbytes
     weights = b"".join(blobs)
