@@ -9,10 +9,12 @@ Used by the tests (the page's networks against the JAX ones, the interactions) a
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import pathlib
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -38,18 +40,23 @@ class Browser:
             raise BrowserError("no chromium on PATH")
         self.timeout = timeout
         self._profile = tempfile.mkdtemp(prefix="rql-lab-chromium-")
-        to_child_r, self._to_child = os.pipe()
-        self._from_child, from_child_w = os.pipe()
+        # The child's ends above 9, so that placing them on 3 and 4 cannot overwrite one with the other.
+        r, self._to_child = os.pipe()
+        self._from_child, w = os.pipe()
+        to_child_r, from_child_w = _above_9(r), _above_9(w)
 
-        # The protocol's pipe: the browser reads fd 3 and writes fd 4; a shell puts the pipe's ends
-        # there (no code runs between fork and exec in this multi-threaded process).
+        # The protocol's pipe: the browser reads fd 3 and writes fd 4, placed there by posix_spawn's
+        # file actions (no Python code runs between fork and exec in this multi-threaded process).
         args = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-pipe", "--no-first-run",
                 "--hide-scrollbars", "--mute-audio", f"--user-data-dir={self._profile}",
                 f"--window-size={width},{height}", "about:blank"]
-        log = None if os.environ.get("RQL_LAB_BROWSER_LOG") else subprocess.DEVNULL
-        self.proc = subprocess.Popen(
-            ["/bin/sh", "-c", f'exec "$0" "$@" 3<&{to_child_r} 4>&{from_child_w}', *args],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, pass_fds=(to_child_r, from_child_w))
+        devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        actions = [(os.POSIX_SPAWN_DUP2, to_child_r, 3), (os.POSIX_SPAWN_DUP2, from_child_w, 4),
+                   (os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, devnull, 1)]
+        if not os.environ.get("RQL_LAB_BROWSER_LOG"):
+            actions.append((os.POSIX_SPAWN_DUP2, devnull, 2))
+        self.proc = _Child(os.posix_spawn(exe, args, os.environ, file_actions=actions))
+        os.close(devnull)
         os.close(to_child_r)
         os.close(from_child_w)
         # A browser left open (a failed test) still ends with its owner.
@@ -229,7 +236,6 @@ class Browser:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            self.proc.wait(10)
         for fd in (self._to_child, self._from_child):
             try:
                 os.close(fd)
@@ -255,10 +261,46 @@ PLAY = {
 """Buttons pressed in a figure before its screenshot, so that the picture shows the interaction."""
 
 
+def _above_9(fd: int) -> int:
+    high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+    os.close(fd)
+    return high
+
+
+class _Child:
+    """The browser's process: poll, wait (with a timeout) and kill by its id."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.returncode = None
+
+    def poll(self):
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float):
+        deadline = time.time() + timeout
+        while self.poll() is None:
+            if time.time() > deadline:
+                raise subprocess.TimeoutExpired("chromium", timeout)
+            time.sleep(0.05)
+        return self.returncode
+
+    def kill(self):
+        if self.poll() is None:
+            os.kill(self.pid, signal.SIGKILL)
+
+
 def _end(proc, profile) -> None:
     if proc.poll() is None:
         proc.kill()
-        proc.wait(10)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
     shutil.rmtree(profile, ignore_errors=True)
 
 
