@@ -52,7 +52,7 @@ class TrainResult:
 
 def _run_options(options: dict) -> dict:
     """``options`` checked against the fields of :class:`rql.training.RunConfig` (names and types)."""
-    from rql.sweep.values import coerce
+    from rql.values import coerce
     from rql.training import RunConfig
 
     hints = typing.get_type_hints(RunConfig)
@@ -83,7 +83,7 @@ def train(task: str | None = None, agent: str = "rql", *, steps: int | None = No
     ``log`` receives the progress lines (``lambda *a, **k: None`` silences them; ``progress=False`` hides
     the bar). Returns the runs' summaries and directories."""
     _environment()
-    from rql.agents import resolve_agent
+    from rql.agents import build_config, resolve_agent, typed_overrides
     from rql.training import RunConfig, parse_seeds, resume_group, train_group, validate
     from rql.runner.rundir import group_run_dirs
 
@@ -110,9 +110,7 @@ def train(task: str | None = None, agent: str = "rql", *, steps: int | None = No
     run = RunConfig(**run_opts)
     if run.task is None and run.dataset_path is None:
         raise RQLError("rql.train: give task= (an OGBench single-task name) and/or dataset_path=")
-    from rql.sweep.plan import agent_config as checked_config
-
-    cfg = checked_config(name, run.task, run.preset, dict(agent_config or {}), settings=settings)
+    cfg = build_config(name, run.task, run.preset, typed_overrides(name, dict(agent_config or {})), settings=settings)
     run = validate(run)
     seed_list = [run.seed] if seeds is None else (list(map(int, seeds)) if isinstance(seeds, (list, tuple))
                                                   else parse_seeds(str(seeds)))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from rql.agents import presets
+from rql.agents import plugins, presets
 from rql.agents.base import Agent, AgentConfig, Batch
 from rql.agents.fields import check_config
 from rql.agents.spec import AgentSpec
@@ -56,22 +56,17 @@ BUILTIN = frozenset(REGISTRY)
 """The names of the agents that ship with rql (a plugin may not take one)."""
 
 
+plugins.bind(REGISTRY, BUILTIN)  # agents loaded from files, modules and plugins join REGISTRY
+
+
 def get_spec(name: str) -> AgentSpec:
     """The registry entry of ``name``: a built-in or already loaded agent, or an installed plugin's."""
-    if name not in REGISTRY:
-        from rql.agents import plugins
-
-        if plugins.load_entry_point(name) is None or name not in REGISTRY:
-            choices = sorted(set(REGISTRY) | set(plugins.entry_points()))
-            raise RQLError(f"unknown agent '{name}'; choose one of: {', '.join(choices)}")
-    return REGISTRY[name]
+    return plugins.lookup(name)
 
 
 def resolve_agent(ref: str) -> str:
     """The registry name of ``--agent REF``: a built-in name, a Python file (``my_agent.py``), a module
     (``mypkg.my_agent``) or an installed plugin's agent, loaded on first use (:mod:`rql.agents.plugins`)."""
-    from rql.agents import plugins
-
     return plugins.resolve(ref)
 
 
@@ -122,9 +117,26 @@ def build_config(agent: str, task: str | None, preset: str | None = None, overri
     return config
 
 
+def typed_overrides(agent: str, values: dict) -> dict:
+    """``values`` (from a sweep file, a command line or :func:`rql.train`'s ``agent_config``) as the agent's
+    field types; one line for an unknown field or a value of the wrong type."""
+    from rql.values import coerce, field_types, format_value
+
+    types_ = field_types(get_spec(agent).config_cls)
+    out = {}
+    for field, value in values.items():
+        if field not in types_:
+            raise RQLError(f"agent '{agent}' has no field {field}; see 'rql train --agent {agent} --help'")
+        try:
+            out[field] = coerce(value, types_[field])
+        except ValueError as e:
+            raise RQLError(f"{agent}.{field}={format_value(value)}: expected {e}") from None
+    return out
+
+
 def make_agent(agent: str, config, obs_dim: int, action_dim: int) -> Agent:
     return get_spec(agent).make(config, obs_dim, action_dim)
 
 
 __all__ = ["Agent", "AgentConfig", "AgentSpec", "BUILTIN", "Batch", "REGISTRY", "build_config", "check_config",
-           "get_spec", "make_agent", "resolve_agent", "resolve_settings"]
+           "get_spec", "make_agent", "resolve_agent", "resolve_settings", "typed_overrides"]

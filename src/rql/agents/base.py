@@ -69,7 +69,7 @@ class AgentConfig:
     """Image encoder of every network for pixel observations: 'impala_small', 'impala' (the FQL codebase's
     IMPALA CNNs) or 'impala_debug' (a tiny one for tests); 'none' for state observations. Each network
     has its own encoder, trained by that network's loss (docs/pixels.md)."""
-    image_shape: tuple[int, ...] = ()
+    image_shape: tuple[int, ...] = dataclasses.field(default=(), metadata=layer_sizes())
     """(H, W, C) of the image observations, frames stacked along C: set by rql train from the data (a
     record, not an option of its own; empty for state observations)."""
 

@@ -45,6 +45,23 @@ _MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
 SOURCES: dict[str, dict] = {}
 """Where each agent loaded by this module came from (the record written to config.json)."""
 
+REGISTRY: dict[str, AgentSpec] = {}
+BUILTIN: frozenset = frozenset()
+
+
+def bind(registry: dict, builtin: frozenset) -> None:
+    """Use ``rql.agents.REGISTRY`` (which loaded agents join) and the built-in names (which they may not take)."""
+    global REGISTRY, BUILTIN
+    REGISTRY, BUILTIN = registry, builtin
+
+
+def lookup(name: str) -> AgentSpec:
+    """The registry entry of ``name``: a built-in or loaded agent, or an installed plugin's (loaded now)."""
+    if name not in REGISTRY and (load_entry_point(name) is None or name not in REGISTRY):
+        choices = sorted(set(REGISTRY) | set(entry_points()))
+        raise RQLError(f"unknown agent '{name}'; choose one of: {', '.join(choices)}")
+    return REGISTRY[name]
+
 
 def _sha256(path: pathlib.Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -99,8 +116,6 @@ def _pick(specs: list[AgentSpec], name: str | None, where: str) -> AgentSpec:
 
 
 def _register(specs: list[AgentSpec], source: dict, where: str) -> None:
-    from rql.agents import BUILTIN, REGISTRY
-
     for s in specs:
         if s.name in BUILTIN:
             raise RQLError(f"{where}: agent name '{s.name}' is a built-in agent's; give the agent another name")
@@ -243,8 +258,6 @@ def load_entry_point(name: str) -> str | None:
 
 def resolve(ref: str) -> str:
     """The registry name of ``--agent REF``, loading the file, module or plugin it names."""
-    from rql.agents import REGISTRY
-
     if ref in REGISTRY:
         return ref
     if _looks_like_file(_split_ref(ref)[0]):
@@ -291,10 +304,8 @@ def _found_module(recorded: dict, where: str, name: str) -> dict:
 def ensure(name: str, recorded: dict | None, where: str) -> None:
     """Make agent ``name`` of a run available as it was when the run was trained (``recorded``: its
     ``agent_source``), or fail in one line saying what was recorded and what was found."""
-    from rql.agents import REGISTRY, get_spec
-
     if recorded is None:  # a built-in agent (or a run from before agents could come from elsewhere)
-        get_spec(name)
+        lookup(name)
         return
     kind = recorded.get("kind")
     have = SOURCES.get(name)

@@ -30,7 +30,7 @@ Setting the environment variable ``RQL_SWEEP_COPY=1`` makes every trial take the
 even on a shared file system (for testing that path).
 
 The package: :mod:`~rql.sweep.plan` (sweep file, command-line grid, cells), :mod:`~rql.sweep.trial`
-(what runs on a worker), :mod:`~rql.sweep.values` (parsing and coercing values), :mod:`~rql.sweep.execution` (the driver on Ray), :mod:`~rql.sweep.rundirs`
+(what runs on a worker), :mod:`rql.values` (parsing and coercing values), :mod:`~rql.sweep.execution` (the driver on Ray), :mod:`~rql.sweep.rundirs`
 (run directories and their archives), :mod:`~rql.sweep.status` (sweep.json, ``rql sweep status``, the
 comparison), :mod:`~rql.sweep.paper` (``rql sweep init --paper``) and :mod:`~rql.sweep.commands`.
 """
@@ -42,7 +42,7 @@ from rql.sweep.plan import (FILE_OPTIONS, FILE_TABLES, RUN_OPTIONS, RUN_RESERVED
 from rql.sweep.rundirs import finished, install_runs, last_step, pack, summary_steps, unpack, write_label
 from rql.sweep.status import SWEEP_FILE, read_sweep_file, sweep_status, write_comparison, write_sweep_file
 from rql.sweep.trial import TOKEN_FILE, Progress, run_trial, worker_env
-from rql.sweep.values import coerce, parse_value
+from rql.values import coerce, parse_value
 
 __all__ = [
     "COPY_ENV", "DESCRIPTION", "FILE_OPTIONS", "FILE_TABLES", "RUN_OPTIONS", "RUN_RESERVED", "SWEEP_FILE", "TOKEN_FILE",

@@ -15,7 +15,7 @@ import re
 from typing import Any
 
 from rql.errors import RQLError
-from rql.sweep.values import coerce, field_types, format_value, parse_value, safe_name, split_top
+from rql.values import coerce, field_types, format_value, parse_value, safe_name, split_top
 
 # Options settable in a sweep file and on the command line (the command line wins).
 RUN_OPTIONS = ("steps", "eval_every", "eval_episodes", "eval_envs", "save_every", "log_every")
@@ -215,18 +215,9 @@ def agent_config(agent: str, task: str | None, preset: str | None, overrides: di
     """The agent's config for one cell: defaults, the task's settings (named ``settings``, default the
     agent's), the preset, then ``overrides`` (values from the sweep file, the command line or
     :func:`rql.train`, checked against each field's type)."""
-    from rql.agents import build_config, get_spec
+    from rql.agents import build_config, typed_overrides
 
-    types_ = field_types(get_spec(agent).config_cls)
-    values = {}
-    for field, value in overrides.items():
-        if field not in types_:
-            raise RQLError(f"agent '{agent}' has no field {field}; see 'rql train --agent {agent} --help'")
-        try:
-            values[field] = coerce(value, types_[field])
-        except ValueError as e:
-            raise RQLError(f"{agent}.{field}={format_value(value)}: expected {e}") from None
-    return build_config(agent, task, preset, values, settings=settings)
+    return build_config(agent, task, preset, typed_overrides(agent, overrides), settings=settings)
 
 
 def check_ranges(plan: Plan) -> None:

@@ -1,5 +1,5 @@
-"""Values of a sweep: split from the command line, parsed, coerced to a config field's type (with our
-own one-line messages), and written into labels."""
+"""Values for config fields from a sweep file, a command line or Python (``rql.train(agent_config=...)``):
+split, parsed, coerced to a field's type (with our own one-line messages), and written into labels."""
 
 from __future__ import annotations
 
