@@ -327,8 +327,9 @@ def test_live_figures_run_the_trained_networks(lab_scene, tmp_path):
         assert b.readout("bptt", "pow") == pytest.approx(1.2 ** 20, rel=1e-9)
         b.set_slider("#sl-bptt-F", F)
         x0s = np.asarray(b.eval("rqlLab.figs.bptt.state.x0s"), np.float32)
-        cj = M.chain_jacobians(f_rql.reverse, obs0, x0s, [F])
-        assert b.readout("bptt", "chain") == pytest.approx(float(np.median(cj["chain"][0])), rel=1e-4)
+        x0_backprop = np.asarray(b.eval("rqlLab.figs.backprop.state.xs[0]"), np.float32)  # figure 10's chain
+        cj = M.chain_jacobians(f_rql.reverse, obs0, np.concatenate([x0s, x0_backprop[None]]), [F])
+        assert b.readout("bptt", "chain") == pytest.approx(float(np.median(cj["chain"][0, :-1])), rel=1e-4)
 
         # 3. unroll: one decision becomes F, each node's value the trained V along the chain.
         assert b.eval("document.getElementById('live-unroll').dataset.nodes") == "1"
@@ -420,10 +421,10 @@ def test_live_figures_run_the_trained_networks(lab_scene, tmp_path):
         b.click("#btn-backprop-backprop")
         assert b.readout("backprop", "hops") == 1
         xs = np.asarray(b.eval("rqlLab.figs.backprop.state.xs"), np.float32)
-        ref = M.chain_jacobians(f_rql.reverse, obs0, xs[:1], [F])
+        assert np.array_equal(xs[0], x0_backprop)
         norms = b.readout("backprop", "jac")
-        assert len(norms) == F and max(norms) == pytest.approx(float(ref["step_max"][0, 0]), rel=1e-4)
-        assert b.readout("backprop", "chain") == pytest.approx(float(ref["chain"][0, 0]), rel=1e-4)
+        assert len(norms) == F and max(norms) == pytest.approx(float(cj["step_max"][0, -1]), rel=1e-4)
+        assert b.readout("backprop", "chain") == pytest.approx(float(cj["chain"][0, -1]), rel=1e-4)
         assert b.readout("backprop", "prod") >= b.readout("backprop", "chain") * (1 - 1e-9)
         hop = M.hop_vs_bptt(f_rql.reverse, f_rql.value, obs0, xs[:1], F)
         assert b.readout("backprop", "cos") == pytest.approx(float(hop["cos"][0, 0]), abs=1e-3)
