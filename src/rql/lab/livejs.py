@@ -509,13 +509,14 @@ FIGS.horizon = function (root) {
     p.o.x = [0, Math.ceil(Math.log10(5 * b90(gf)))]; draw();
   }
   function draw() {
-    var gd = Math.pow(st.gamma, st.h), gf = Math.pow(gd, 1 / st.F), a = [], b = [], c = [];
-    for (var i = 0; i <= 300; i++) { var lk = p.o.x[1] * i / 300, k = Math.pow(10, lk); a.push([lk, 1 - Math.pow(gd, k)]); b.push([lk, 1 - Math.pow(gf, k)]); c.push([lk, 1 - Math.pow(gd, st.F * k)]); }
+    var gd = Math.pow(st.gamma, st.h), gf = Math.pow(gd, 1 / st.F), a = [], b = [];
+    for (var i = 0; i <= 300; i++) { var lk = p.o.x[1] * i / 300, k = Math.pow(10, lk); a.push([lk, 1 - Math.pow(gd, k)]); b.push([lk, 1 - Math.pow(gf, k)]); }
     p.clear(); p.clipIn(); p.line([[p.o.x[0], 0.9], [p.o.x[1], 0.9]], '#aaa', 1, [3, 3]);
-    p.line(a, PAL.rql, 2.2); p.line(b, PAL.wrong, 2.2, [6, 4]); p.line(c, PAL.bc, 1.6, [2, 3]); p.g.restore();
-    p.axes('bootstrap backups k (log10)', 'discount mass reached', function (v) { return '10^' + v; });
-    p.legend([{label: 'RQL: gamma^h per decision', color: PAL.rql}, {label: 'flow steps as decisions: gamma^(h/F) each', color: PAL.wrong, dash: [6, 4]},
-              {label: 'gamma^h on every flow step (horizon / F)', color: PAL.bc, dash: [2, 3]}], 'bottom');
+    p.line(a, PAL.rql, 2.2); p.line(b, PAL.wrong, 2.2, [6, 4]);
+    p.dot([Math.log10(b90(gd)), 0.9], PAL.rql, 4, '#000'); p.dot([Math.log10(b90(gf)), 0.9], PAL.wrong, 4, '#000'); p.g.restore();
+    p.axes('bootstrap backups k (log10)', 'share of the discount mass sum_k g^k', function (v) { return '10^' + v; });
+    p.legend([{label: 'RQL: g = gamma^h per decision', color: PAL.rql}, {label: 'flow steps as decisions: g = gamma^(h/F) per step', color: PAL.wrong, dash: [6, 4]},
+              {label: 'dots: 90% of the mass', color: '#000', dot: true}], 'bottom');
   }
   fig.slider('F', 'F', 1, 64, 1, st.F, function (v) { st.F = v; update(); });
   fig.slider('gamma', 'gamma', 0.9, 0.999, 0.001, st.gamma, function (v) { st.gamma = v; update(); }, function (v) { return v.toFixed(3); });

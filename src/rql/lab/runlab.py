@@ -318,7 +318,9 @@ def run_run_lab(out: pathlib.Path, run_dir: str, baseline: str | None = None, ch
     s.numbers["timing"] = {"total_seconds": time.time() - t0}
     agent, step = s.agent, s.step
     intro = (f"Measured from the checkpoint of {run_dir} ({agent.name}, update {step}) on {len(s.obs)} states "
-             f"of its dataset {s.ds.source}.")
+             f"of its dataset {s.ds.source}."
+             + (" The first section runs the run's own networks in the browser: pick a state, re-roll samples, "
+                "follow a dataset chunk's reversal." if s.live is not None else ""))
     if s.live is not None:
         s.numbers["page"] = {"weights_floats": s.live["model"]["floats"],
                              "nets": {k: v["params"] for k, v in s.live["model"]["nets"].items()}}

@@ -706,7 +706,10 @@ def write_toy_page(out: pathlib.Path, scene: ToyScene, sections: list, runs: dic
              "(rql.training.train) on a toy offline task with a 2-D action: behaviour actions from a ring of "
              f"{task.modes} Gaussian blobs, a reward that prefers one of them. "
              f"{trained_names[0].upper() + trained_names[1:]} were trained with the settings in lab.json; "
-             "every figure below is computed from their checkpoints."
+             "every figure below is computed from their checkpoints. The figures follow the RQL explainer's "
+             "order, and their networks travel in this page and run in the browser: drag, click and slide, and "
+             "every number a figure shows is recomputed from the trained networks (below each, the paragraph and "
+             "picture measured in JAX over many draws when the page was written)."
              + (f" The state names the rewarded mode; the figures are drawn in the state that rewards mode {best}."
                 if task.context else ""))
     data = live_data(scene)
