@@ -198,7 +198,7 @@ function niceTicks(a, b, n) {
 function Plot(canvas, o) { this.c = canvas; canvas._plot = this; this.o = o; this.m = {l: o.left || 50, r: 12, t: 12, b: 40}; this.layout(); }
 Plot.prototype.layout = function () {
   var o = this.o, box = this.c.closest('.live') || this.c.parentElement, w = Math.min(((box && box.clientWidth) || 500) - 28, o.maxW || 520);
-  w = Math.max(w, 240); var h = Math.round(w * (o.aspect || 1)), dpr = window.devicePixelRatio || 1;
+  w = Math.max(w, 240); var h = Math.max(Math.round(w * (o.aspect || 1)), o.minH || 0), dpr = window.devicePixelRatio || 1;
   this.W = w; this.H = h; this.c.style.width = w + 'px'; this.c.style.height = h + 'px';
   this.c.width = Math.round(w * dpr); this.c.height = Math.round(h * dpr);
   this.g = this.c.getContext('2d'); this.g.setTransform(dpr, 0, 0, dpr, 0, 0);
@@ -230,7 +230,10 @@ Plot.prototype.axes = function (xl, yl, xt, yt) {
   g.restore();
 };
 Plot.prototype.legend = function (items, where) {
-  var g = this.g, m = this.m; g.save(); g.font = '11px system-ui, sans-serif';
+  var g = this.g, m = this.m; g.save(); g.font = (this.W < 420 ? '10px' : '11px') + ' system-ui, sans-serif';
+  var room = this.W - m.l - m.r - 46;  // labels longer than the plot is wide are cut with an ellipsis
+  items = items.map(function (it) { var l = it.label; if (g.measureText(l).width > room) { while (l.length > 4 && g.measureText(l + '...').width > room) { l = l.slice(0, -1); } l += '...'; }
+    var c = {}; Object.keys(it).forEach(function (k) { c[k] = it[k]; }); c.label = l; return c; });
   var w = 0; items.forEach(function (it) { w = Math.max(w, g.measureText(it.label).width); });
   var bw = w + 34, bh = items.length * 16 + 6, x = where === 'left' ? m.l + 6 : this.W - m.r - bw - 6, y = m.t + 6;
   if (where === 'bottom') { y = this.H - m.b - bh - 6; }
@@ -440,7 +443,7 @@ FIGS.bptt = function (root) {
     p.line(ls, PAL.wrong, 2.2); p.dot([st.F, st.F * Math.log10(st.lam)], PAL.wrong, 5, '#000');
     var tp = FS.concat([st.F]).sort(function (a, b) { return a - b; }).filter(function (v, i, a) { return a.indexOf(v) === i; }).map(function (f) { return [f, Math.log10(trained(f).med)]; });
     p.line(tp, PAL.rql, 2); tp.forEach(function (q) { p.dot(q, PAL.rql, 3); }); p.dot([st.F, Math.log10(trained(st.F).med)], PAL.rql, 5, '#000');
-    p.text([40, 5.3], 'explodes (lambda > 1)', PAL.rql); p.text([40, -5.3], 'vanishes (lambda < 1)', PAL.bc);
+    p.text([63, 1.35], 'explodes (lambda > 1)', PAL.rql, 'right'); p.text([63, -5.3], 'vanishes (lambda < 1)', PAL.bc, 'right');
     g.restore(); p.axes('flow steps F backpropagated through', 'log10 |gradient at x^0|');
     p.legend([{label: 'lambda^F, lambda = ' + st.lam.toFixed(2), color: PAL.wrong}, {label: 'trained RQL actor: |d x^F / d x^0| (median of ' + st.draws + ')', color: PAL.rql}], 'left');
   }
@@ -452,7 +455,7 @@ FIGS.bptt = function (root) {
 // 3. unroll: one environment step becomes F decision steps of the extended MDP
 FIGS.unroll = function (root) {
   var fig = new Fig('unroll', root), st = fig.state; st.open = false; st.seed = 3; st.u = 0;
-  var p = new Plot(fig.canvas('the decision steps of one environment step, folded or unrolled'), {x: [0, 1], y: [0, 1], aspect: 0.42, maxW: 900});
+  var p = new Plot(fig.canvas('the decision steps of one environment step, folded or unrolled'), {x: [0, 1], y: [0, 1], aspect: 0.26, minH: 170, maxW: 900});
   var set = {dec: fig.readout('decisions', 'decisions per environment step:'), boot: fig.readout('values', 'V(s, x^f, f) along this chain:'), range: fig.readout('range', 'range of V along it:')};
   function compute() {
     var x0 = noise(st.seed, 1)[0]; st.chain = Flow.path(NETS.rql_sample, OBS, x0, F);
@@ -465,7 +468,7 @@ FIGS.unroll = function (root) {
     root.setAttribute('data-nodes', String(st.open ? F + 1 : 1));
   }
   function draw() {
-    p.clear(); var g = p.g, W = p.W, H = p.H, u = st.u, n = F + 1, y = H * 0.45;
+    p.clear(); var g = p.g, W = p.W, H = p.H, u = st.u, n = F + 1, y = Math.max(40, H * 0.4);
     function node(x, label, sub, color, r) {
       g.save(); g.fillStyle = color; g.strokeStyle = '#000'; g.lineWidth = 1; g.beginPath(); g.arc(x, y, r, 0, 7); g.fill(); g.stroke();
       g.fillStyle = '#fff'; g.font = 'bold 11px system-ui, sans-serif'; g.textAlign = 'center'; g.textBaseline = 'middle'; g.fillText(label, x, y);
@@ -479,10 +482,12 @@ FIGS.unroll = function (root) {
     for (f = 0; f < n - 1; f++) { if (u > 0.02) { link(pos[f] + 12, pos[f + 1] - 12, PAL.rql); } }
     node(xs, 's', 'state', '#555', 14); node(xe, "s'", 'next state', '#555', 14);
     if (u < 0.02) { node(a0, 'a_t', 'one action, V = ' + st.values[F].toFixed(3), PAL.rql, 16); }
-    else { for (f = 0; f < n; f++) { node(pos[f], 'x' + f, f % (n > 8 && p.W < 600 ? 2 : 1) === 0 || f === F ? 'V ' + st.values[f].toFixed(2) : '', f === F ? PAL.rql : '#e0897f', 12); } }
+    else { var sp = (xe - xs - 110) / (n - 1), rr = Math.max(5, Math.min(12, sp / 2 - 1)), every = Math.max(1, Math.ceil(46 / sp));
+      for (f = 0; f < n; f++) { node(pos[f], rr >= 9 ? 'x' + f : '', (f % every === 0 && F - f >= every) || f === F ? 'V ' + st.values[f].toFixed(2) : '', f === F ? PAL.rql : '#e0897f', rr); } }
     g.save(); g.font = '12px system-ui, sans-serif'; g.fillStyle = PAL.ink; g.textAlign = 'center';
-    g.fillText(st.open ? 'extended MDP: ' + F + ' decisions (flow steps), reward 0 and no discount inside, one environment transition' :
-               'the environment sees one action a_t = x^' + F + ': one decision, gamma once', W / 2, H - 18); g.restore();
+    var wide = W >= 600;
+    g.fillText(st.open ? (wide ? 'extended MDP: ' + F + ' decisions (flow steps), reward 0 and no discount inside, one environment transition' : F + ' decisions, no reward or discount inside') :
+               (wide ? 'the environment sees one action a_t = x^' + F + ': one decision, gamma once' : 'one action a_t = x^' + F + ', one decision'), W / 2, H - 18); g.restore();
   }
   var btn = fig.button('unroll', 'unroll', function () {
     st.open = !st.open; btn.textContent = st.open ? 'fold' : 'unroll'; readouts();
