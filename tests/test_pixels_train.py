@@ -1,6 +1,6 @@
 """Pixels end to end on a tiny visual dataset that ``rql data generate visual-cube-single-play-v0`` makes with
-OGBench's oracles and offscreen rendering: rql and two suite methods (FQL: a one-step policy; FBRAC: a flow
-policy) train as a group of two seeds, rql resumes after kill -9 to the same parameters as an uninterrupted
+OGBench's oracles and offscreen rendering: rql (a flow policy) and a suite method (FQL: a one-step policy)
+train as a group of two seeds, rql resumes after kill -9 to the same parameters as an uninterrupted
 run, and a trained policy plays one evaluation episode on stacked frames it renders itself.
 
 Rendering costs about 0.3 s a step here, so the data is 2 + 1 episodes of 20 steps (the issue's
@@ -113,7 +113,7 @@ def test_rql_group_trains_and_resumes_after_kill_9(visual_data, tmp_path):
     assert res[0]["length"] == 6 and 0.0 <= res[0]["success"] <= 1.0
 
 
-@pytest.mark.parametrize("agent", ["fql", "fbrac"])
+@pytest.mark.parametrize("agent", ["fql"])  # a one-step policy; rql above is the flow policy
 def test_suite_methods_train_on_pixels(visual_data, tmp_path, agent):
     from rql.cli import main
 

@@ -336,7 +336,7 @@ def cmd_eval(argv: list[str]) -> int:
     res = evaluate(args.run_dir, args.episodes, args.checkpoint, seed=args.seed, envs=args.envs,
                    env_workers=args.env_workers, first_episode=args.first_episode, progress=not args.json,
                    video=args.video, video_size=args.video_size,
-                   log=lambda *a: None if args.json else print(*a, file=sys.stderr))
+                   log=lambda *a: print(*a, file=sys.stderr))  # e.g. a damaged checkpoint moved aside
     _print_eval(res, args.json)
     return 0
 
