@@ -40,7 +40,7 @@ def _start_ray(plan: Plan, log) -> bool:
         return False
     if plan.address:
         try:
-            ray.init(address=plan.address, log_to_driver=False, logging_level=logging.WARNING)
+            ray.init(address=plan.address, log_to_driver=False, logging_level=logging.ERROR)
         except Exception as e:
             hint = "check --address, or leave it out to start a local Ray"
             if "auth" in str(e).lower() and not os.environ.get("RAY_AUTH_MODE"):
@@ -52,7 +52,7 @@ def _start_ray(plan: Plan, log) -> bool:
         kw = {"num_cpus": plan.num_cpus or os.cpu_count() or 1}
         if plan.num_gpus is not None:
             kw["num_gpus"] = plan.num_gpus
-        ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING, **kw)
+        ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR, **kw)
     return True
 
 
