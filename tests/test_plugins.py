@@ -164,12 +164,13 @@ def test_module_and_entry_point_plugins(kind, tiny_ogbench, tmp_path, monkeypatc
     if kind == "entry_point":
         assert doc["agent_source"]["version"] == "0.3" and doc["agent_source"]["distribution"] == "rqlplug_ep"
 
-    # Stopped at 20 and resumed to 40: equal to the uninterrupted run.
-    rql.train(agent=ref, steps=20, run_dir=tmp_path / "part", log=lambda *a, **k: None, **opts)
-    resumed = rql.train(resume=tmp_path / "part", steps=40, log=lambda *a, **k: None)
-    assert [s["steps"] for s in resumed.summaries] == [40, 40]
-    for s in ("s0", "s1"):
-        assert_same(tmp_path / "whole" / s, tmp_path / "part" / s)
+    if kind == "entry_point":  # stopped at 20 and resumed to 40: equal to the uninterrupted run (the file
+        # plugin's test does it after kill -9; resuming reads the agent from the record the same way for all)
+        rql.train(agent=ref, steps=20, run_dir=tmp_path / "part", log=lambda *a, **k: None, **opts)
+        resumed = rql.train(resume=tmp_path / "part", steps=40, log=lambda *a, **k: None)
+        assert [s["steps"] for s in resumed.summaries] == [40, 40]
+        for s in ("s0", "s1"):
+            assert_same(tmp_path / "whole" / s, tmp_path / "part" / s)
 
     ev = rql.evaluate(whole.run_dirs[1], episodes=1, envs=1, log=lambda *a, **k: None)
     assert ev["episodes"] == 1 and ev["checkpoint"] == 40

@@ -26,8 +26,7 @@ from rql.errors import RQLError
 T1 = "cube-single-play-singletask-task1-v0"
 T2 = "cube-single-play-singletask-task2-v0"
 # Networks this small compile in half the time of 2x16 ones; compiling dominates these tests.
-TINY = ["agent.actor_hidden_dims=[8]", "rql.value_hidden_dims=[8]", "rql.ensemble=2", "fql.value_hidden_dims=[8]",
-        "fql.ensemble=2", "agent.batch_size=8",
+TINY = ["agent.actor_hidden_dims=[8]", "rql.value_hidden_dims=[8]", "rql.ensemble=2", "agent.batch_size=8",
         "agent.horizon=1", "agent.flow_steps=1", "run.tensorboard=false", "run.updates_per_dispatch=10"]
 SCHEDULE = ["--steps", "20", "--eval-every", "0", "--eval-episodes", "1", "--eval-envs", "1", "--log-every", "10"]
 
@@ -120,24 +119,24 @@ def test_plan_errors_are_one_line(tmp_path, capsys):
 def test_local_sweep_finishes_skips_and_isolates_a_bad_cell(tiny_ogbench, tmp_path, capsys, monkeypatch, jax_cache,
                                                              quick_compiles):
     out = tmp_path / "sweep"
-    argv = ["sweep", "--tasks", f"{T1},{T2}", "--agents", "rql,flow-bc,fql", "--seeds", "0,1", "--out", str(out),
+    argv = ["sweep", "--tasks", f"{T1},{T2}", "--agents", "rql,flow-bc", "--seeds", "0,1", "--out", str(out),
             "--dataset-dir", str(tiny_ogbench.parent), *SCHEDULE, "--seeds-per-run", "2", "--num-cpus", "2",
             "--compile-cache", str(jax_cache), "--grid", "flow-bc.lr=0.001,bad", "--set", *TINY]
     assert main(argv) == 1
     cap = capsys.readouterr()
     cells = cells_of(out)
-    assert len(cells) == 2 * 4 * 2
+    assert len(cells) == 2 * 3 * 2
     good = {d: c for d, c in cells.items() if "lr=bad" not in d}
     bad = {d: c for d, c in cells.items() if "lr=bad" in d}
-    assert {c["label"] for c in good.values()} == {"rql", "flow-bc-lr=0.001", "fql"}
+    assert {c["label"] for c in good.values()} == {"rql", "flow-bc-lr=0.001"}
     for d, c in good.items():
         assert c["status"] == "done", (d, c)
         run = out / d
         assert json.loads((run / "summary.json").read_text())["steps"] == 20
         assert json.loads((run / "config.json").read_text())["label"] == c["label"]
         assert c["node_id"] and c["hostname"] == socket.gethostname() and c["wall_time_s"] > 0
-    # Two seeds of a cell share a trial (--seeds-per-run 2): 6 trials for the 12 good cells.
-    assert len({c["trial"] for c in good.values()}) == 6
+    # Two seeds of a cell share a trial (--seeds-per-run 2): 4 trials for the 8 good cells.
+    assert len({c["trial"] for c in good.values()}) == 4
     for d, c in good.items():
         sibling = d[:-1] + ("1" if d.endswith("0") else "0")
         assert cells[sibling]["trial"] == c["trial"]
@@ -145,12 +144,12 @@ def test_local_sweep_finishes_skips_and_isolates_a_bad_cell(tiny_ogbench, tmp_pa
         assert c["status"] == "failed" and c["error"] == "flow-bc.lr=bad: expected a number", c
         assert not (out / d).exists()
     last = cap.err.strip().splitlines()[-1]
-    assert "4 of 16 cells failed" in last and str(out / "sweep.json") in last
+    assert "4 of 12 cells failed" in last and str(out / "sweep.json") in last
     # The comparison of the whole grid, one row per (task, variant).
     with (out / "compare" / "comparison.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert sorted((r["task"], r["agent"], r["seeds"]) for r in rows) == sorted(
-        (t, a, "2") for t in (T1, T2) for a in ("rql", "flow-bc-lr=0.001", "fql"))
+        (t, a, "2") for t in (T1, T2) for a in ("rql", "flow-bc-lr=0.001"))
     assert "| flow-bc-lr=0.001 |" in cap.out and (out / "compare" / f"{T1}.png").is_file()
 
     # The same command again: finished cells are skipped, nothing is trained or rewritten, no Ray.
@@ -166,7 +165,7 @@ def test_local_sweep_finishes_skips_and_isolates_a_bad_cell(tiny_ogbench, tmp_pa
 
     assert main(["sweep", "status", str(out)]) == 1
     status = capsys.readouterr().out
-    assert "16 cells: 4 failed, 12 skipped" in status and "flow-bc.lr=bad: expected a number" in status
+    assert "12 cells: 4 failed, 8 skipped" in status and "flow-bc.lr=bad: expected a number" in status
     assert "| rql |" in status
 
 

@@ -1,6 +1,6 @@
 """``rql sweep --agents all``: every built-in agent is expanded into a cell and takes the shared
-overrides (a dry run). A real sweep over agents of different families (rql, flow BC and FQL, a suite
-method) is tests/test_sweep.py's local sweep; each agent's own training is its contract test."""
+overrides (a dry run). A sweep runs every agent through the same trial code (tests/test_sweep.py: rql, flow
+BC and a plugin agent on Ray); each agent's own training is its contract test."""
 
 from __future__ import annotations
 
