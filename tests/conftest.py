@@ -52,6 +52,26 @@ def record_ogbench_file(path, task=TASK, episodes=3, steps=40, seed=0):
     return path
 
 
+def kill_9_after_checkpoints(proc, checkpoints, count: int = 1, timeout: float = 120.0, poll: float = 0.02) -> int:
+    """SIGKILL the training process ``proc`` once ``checkpoints`` (a folder) holds ``count`` checkpoints (or
+    it ended, or ``timeout`` passed); returns the newest checkpoint step on disk."""
+    import os
+    import pathlib
+    import signal
+    import time
+
+    ck = pathlib.Path(checkpoints)
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if ck.is_dir() and sum(s.isdigit() for s in os.listdir(ck)) >= count:
+            break
+        time.sleep(poll)
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return max(int(s) for s in os.listdir(ck) if s.isdigit())
+
+
 @pytest.fixture(scope="session")
 def tiny_ogbench(tmp_path_factory):
     d = tmp_path_factory.mktemp("ogdata")

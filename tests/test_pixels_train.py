@@ -10,14 +10,14 @@ Rendering costs about 0.3 s a step here, so the data is 2 + 1 episodes of 20 ste
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
 import pytest
+
+from conftest import kill_9_after_checkpoints
 
 TASK = "visual-cube-single-play-singletask-task1-v0"
 STEPS = 8
@@ -83,15 +83,7 @@ def test_rql_group_trains_and_resumes_after_kill_9(visual_data, tmp_path):
 
     proc = subprocess.Popen(_cli(*_train_args("rql", visual_data, b)), env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    ck = b / "s1" / "checkpoints"
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if ck.is_dir() and any(s.isdigit() for s in os.listdir(ck)):
-            break
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    killed_at = max(int(s) for s in os.listdir(ck) if s.isdigit())
+    killed_at = kill_9_after_checkpoints(proc, b / "s1" / "checkpoints", timeout=300)
     assert killed_at < STEPS, "the run finished before it could be killed"
     r = subprocess.run(_cli("train", "--resume", str(b)), env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -9,11 +9,8 @@ import csv
 import json
 import os
 import pathlib
-import signal
 import subprocess
 import sys
-import textwrap
-import time
 
 import jax
 import numpy as np
@@ -23,10 +20,9 @@ import rql
 from rql.cli import main
 from rql.training import restore_agent
 
-from conftest import TASK
+from conftest import TASK, kill_9_after_checkpoints
 
-# A real little method written as a user would: flow BC with an advantage-free twist is not the point here;
-# it reuses the shipped flow-BC make under its own name and config, with tiny defaults.
+# A plugin as a user would write one, kept tiny: the shipped flow-BC make under its own name and config.
 PLUGIN = '''
 import dataclasses
 
@@ -90,15 +86,7 @@ def test_file_plugin_group_kill_9_resume_eval_compare_and_changed_file(tiny_ogbe
     assert main([*common, "--run-dir", str(a)]) == 0  # the uninterrupted run, in this process
     proc = subprocess.Popen(_cli(*common, "--run-dir", str(b)), env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    ck = b / "s1" / "checkpoints"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if any(s.isdigit() for s in (os.listdir(ck) if ck.is_dir() else [])):
-            break
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    killed_at = max(int(s) for s in os.listdir(ck) if s.isdigit())
+    killed_at = kill_9_after_checkpoints(proc, b / "s1" / "checkpoints")
     assert killed_at < 400, "the run finished before it could be killed"
     doc = json.loads((b / "s0" / "config.json").read_text())
     assert doc["agent"] == "file-bc"

@@ -1,10 +1,8 @@
 import csv
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
@@ -14,7 +12,7 @@ from rql.checkpoint import Checkpoints
 from rql.training import RunConfig, init_train_state, train
 from rql.agents import make_agent
 
-from conftest import TASK
+from conftest import TASK, kill_9_after_checkpoints
 
 TINY = dict(actor_hidden_dims=(16, 16), value_hidden_dims=(16, 16), ensemble=2, batch_size=16, horizon=2)
 
@@ -90,16 +88,7 @@ def test_kill_9_then_resume_equals_uninterrupted(tiny_ogbench, tmp_path):
     subprocess.run(_cli(*common, "--run-dir", a), check=True, env=env, capture_output=True)
 
     proc = subprocess.Popen(_cli(*common, "--run-dir", b), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ck = os.path.join(b, "checkpoints")
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        steps = [s for s in (os.listdir(ck) if os.path.isdir(ck) else []) if s.isdigit()]
-        if len(steps) >= 2 or proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    killed_at = max(int(s) for s in os.listdir(ck) if s.isdigit())
+    killed_at = kill_9_after_checkpoints(proc, os.path.join(b, "checkpoints"), count=2)
     assert killed_at < 3000, "the run finished before it could be killed"
     r = subprocess.run(_cli("train", "--resume", b), env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

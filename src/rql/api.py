@@ -21,7 +21,9 @@ from rql.errors import RQLError
 
 
 def _environment() -> None:
-    """What the command line sets up before it runs (rendering backend, JAX's compile cache)."""
+    """What the command line and the API set up before they run: the rendering backend and JAX's compile
+    cache (compiled updates are kept on disk and reused by later runs of the same shapes: a CPU compile of
+    the reference network takes a minute; RQL_NO_COMPILE_CACHE=1 turns it off)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("MUJOCO_GL", "egl")
     if not os.environ.get("RQL_NO_COMPILE_CACHE"):

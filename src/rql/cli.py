@@ -41,14 +41,10 @@ def _fail(msg: str) -> int:
 
 
 def _quiet_env() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("MUJOCO_GL", "egl")
+    from rql.api import _environment
+
+    _environment()  # what the Python API sets up too: rendering backend, JAX's compile cache
     os.environ.setdefault("PYTHONWARNINGS", "ignore")  # also for worker processes
-    # Compiled updates are kept on disk and reused by later runs of the same shapes (a CPU compile of
-    # the reference network takes a minute). RQL_NO_COMPILE_CACHE=1 turns it off.
-    if not os.environ.get("RQL_NO_COMPILE_CACHE"):
-        os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
-                              os.path.join(os.path.expanduser("~"), ".cache", "rql", "xla"))
     import warnings
 
     warnings.filterwarnings("ignore")

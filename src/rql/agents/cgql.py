@@ -61,12 +61,12 @@ from rql.agents.kit import (
     SuiteConfig,
     flat_chunk,
     n_step_return,
+    network,
     pessimistic,
     suite_spec,
     update_with_targets,
 )
 from rql.errors import RQLError
-from rql.agents.kit import network
 from rql.nets import Ensemble, VelocityField
 
 MODES = ("simple", "mse", "linex")

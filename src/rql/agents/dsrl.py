@@ -46,6 +46,7 @@ from rql.agents.kit import (
     TanhGaussian,
     best_of_n,
     chunk_td,
+    network,
     suite_bc_flow_loss,
     suite_spec,
     tanh_gaussian_sample,
@@ -53,7 +54,6 @@ from rql.agents.kit import (
     update_with_targets,
     value_stats,
 )
-from rql.agents.kit import network
 from rql.nets import Ensemble, VelocityField
 
 

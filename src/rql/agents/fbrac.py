@@ -41,13 +41,13 @@ from rql.agents.kit import (
     SuiteConfig,
     best_of_n,
     chunk_td,
+    network,
     suite_bc_flow_loss,
     suite_spec,
     td_loss,
     update_with_targets,
     value_stats,
 )
-from rql.agents.kit import network
 from rql.nets import Ensemble, VelocityField
 
 

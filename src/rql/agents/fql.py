@@ -42,11 +42,11 @@ from rql.agents.kit import (
     aggregate,
     flat_chunk,
     n_step_return,
+    network,
     pessimistic,
     update_with_targets,
     window_mean,
 )
-from rql.agents.kit import network
 from rql.nets import MLP, Ensemble, VelocityField
 
 @dataclasses.dataclass

@@ -38,10 +38,10 @@ from rql.agents.kit import (
     expectile_loss,
     flat_chunk,
     n_step_return,
+    network,
     update_with_targets,
     window_mean,
 )
-from rql.agents.kit import network
 from rql.nets import MLP, Ensemble, VelocityField
 
 

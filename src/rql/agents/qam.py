@@ -63,13 +63,13 @@ from rql.agents.kit import (
     TanhGaussian,
     flat_chunk,
     n_step_return,
+    network,
     pessimistic,
     suite_spec,
     tanh_gaussian_sample,
     update_with_targets,
 )
 from rql.errors import RQLError
-from rql.agents.kit import network
 from rql.nets import MLP, Ensemble, VelocityField
 
 

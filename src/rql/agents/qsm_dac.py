@@ -51,12 +51,12 @@ from rql.agents.kit import (
     SuiteConfig,
     flat_chunk,
     n_step_return,
+    network,
     pessimistic,
     suite_spec,
     update_with_targets,
 )
 from rql.errors import RQLError
-from rql.agents.kit import network
 from rql.nets import Ensemble, default_init
 
 

@@ -40,10 +40,10 @@ from rql.agents.kit import (
     aggregate,
     flat_chunk,
     n_step_return,
+    network,
     optimizer_step,
     polyak,
 )
-from rql.agents.kit import network
 from rql.nets import Ensemble, GaussianActor
 
 
