@@ -201,3 +201,42 @@ def test_bad_input_from_the_command_line_is_one_line(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2, (extra, err)
         assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+
+
+# ----------------------------------------------------------------------------- frames kept on the host
+
+
+def test_frames_on_the_host_train_bit_equal_to_frames_on_the_device():
+    """Each block's windows gathered on the host (``--frame-placement host``) give the very same updates as
+    the frames on the device: FQL on the suite's windows (episode ends inside a window, stored successors),
+    a group of two seeds, stacking and shifts included. (The ``rql`` windows: the kill -9 test of
+    tests/test_pixels_train.py resumes a host-placed run to the device-placed run's parameters.)"""
+    name, seeds = "fql", [0, 1]
+    from rql.data.host_frames import HostFrames, without_frames
+    from rql.learner import init_group_state, make_group_block, windows_of
+
+    ds = validate(image_arrays([7, 3, 12, 9, 5], next_obs=True), "synthetic", horizon=2)
+    px = pixels_for(ds.image_shape, 3, 0.5, "impala_debug")
+    cfg = build_config(name, None, "small", {"encoder": "impala_debug", "image_shape": px.image_shape,
+                                             "batch_size": 4, "horizon": 2})
+    agent = make_agent(name, cfg, px.obs_dim, 2)
+    on_device = make_group_block(agent, 2, 4, 3, px)
+    feed = HostFrames(ds, make_group_block(agent, 2, 4, 3, px, host=True), 4, 2, 3, windows_of(agent), 3)
+    a, b = init_group_state(agent, seeds), init_group_state(agent, seeds)
+    full, light = to_device(ds), without_frames(ds)
+    assert light.observations.size == 0  # no frame on the device
+    try:
+        for _ in range(3):
+            a, ma = on_device(a, full)
+            b, mb = feed(b, light)
+        # a state that is not the last block's output (a restored checkpoint) restarts the chain of keys
+        c = jax.tree_util.tree_map(jnp.copy, b)
+        b2, _ = feed(c, light)
+        a, _ = on_device(a, full)
+    finally:
+        feed.close()
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b2)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert float(ma[next(iter(ma))][0]) == float(mb[next(iter(mb))][0])
+    if name == "fql":
+        assert float(mb["data/valid_fraction"][0]) < 1.0  # some windows did cross an episode end

@@ -10,6 +10,7 @@ Rendering costs about 0.3 s a step here, so the data is 2 + 1 episodes of 20 ste
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -81,12 +82,14 @@ def test_rql_group_trains_and_resumes_after_kill_9(visual_data, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert "pixels: 38 frames 64x64x3 uint8" in r.stdout + r.stderr
 
-    proc = subprocess.Popen(_cli(*_train_args("rql", visual_data, b)), env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    # the second run keeps its frames on the host (each block's windows gathered there): same updates
+    proc = subprocess.Popen(_cli(*_train_args("rql", visual_data, b, "--frame-placement", "host")), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     killed_at = kill_9_after_checkpoints(proc, b / "s1" / "checkpoints", timeout=300)
     assert killed_at < STEPS, "the run finished before it could be killed"
     r = subprocess.run(_cli("train", "--resume", str(b)), env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
+    assert re.search(r"pixels: 38 frames 64x64x3 uint8 \(\d+ KiB\) kept on the host", r.stdout + r.stderr)
     for seed in ("s0", "s1"):
         _, ta, sa = _final_state(a / seed)
         _, tb, sb = _final_state(b / seed)

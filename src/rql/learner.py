@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from rql.data.device import DeviceDataset, sample_windows
+from rql.data.host_frames import frames_view
 from rql.pixels import Pixels, augment, augment_key
 
 
@@ -53,20 +54,22 @@ def windows_of(agent) -> str:
     return getattr(agent.config, "windows", "rql")
 
 
-def _block_fn(agent, horizon: int, batch_size: int, block: int, px: Pixels | None = None):
+def _block_fn(agent, horizon: int, batch_size: int, block: int, px: Pixels | None = None, host: bool = False):
     windows = windows_of(agent)
 
-    def run_block(ts, data: DeviceDataset):
-        def one(carry, _):
+    def run_block(ts, data: DeviceDataset, frames=None):
+        def one(carry, f):
             agent_state, key = carry
             key, k_sample, k_update = jax.random.split(key, 3)
-            batch = sample_windows(data, k_sample, batch_size, horizon, windows, px)
+            view = data if f is None else frames_view(data, f)
+            batch = sample_windows(view, k_sample, batch_size, horizon, windows, px)
             if px is not None and px.p_aug > 0:
                 batch = augment(batch, augment_key(k_sample), px)
             agent_state, metrics = agent.update(agent_state, batch, k_update)
             return (agent_state, key), metrics
 
-        (agent_state, key), metrics = jax.lax.scan(one, (ts["agent"], ts["key"]), None, length=block)
+        (agent_state, key), metrics = jax.lax.scan(one, (ts["agent"], ts["key"]), frames if host else None,
+                                                   length=block)
         out = {"agent": agent_state, "key": key, "step": ts["step"] + block}
         return out, jax.tree_util.tree_map(jnp.mean, metrics)
 
@@ -79,21 +82,26 @@ def make_block(agent, horizon: int, batch_size: int, block: int, px: Pixels | No
     return jax.jit(_block_fn(agent, horizon, batch_size, block, px), donate_argnums=(0,))
 
 
-def make_group_block(agent, horizon: int, batch_size: int, block: int, px: Pixels | None = None):
+def make_group_block(agent, horizon: int, batch_size: int, block: int, px: Pixels | None = None, host: bool = False):
     """A compiled ``(group_state, data) -> (group_state, metrics)`` running ``block`` updates of every
     seed at once; the data is shared, each seed samples its own windows with its own key. Metrics
     are per seed (leading axis ``N``), each the mean over the block.
 
+    With ``host`` (image frames left on the host, :mod:`rql.data.host_frames`) it is
+    ``(group_state, data, frames) -> ...``: ``frames`` holds every seed's windows of every update of the
+    block (leading axes ``N, block``), gathered on the host from the same draws.
+
     A group of one seed runs the unstacked block on its only member: ``vmap`` over an axis of
     length 1 turns every matrix product into a batched one, which XLA's CPU backend runs about 17%
     slower (``rql bench throughput --seeds 1`` against ``--seeds 0``, small network, 2-core CPU)."""
-    one_seed = _block_fn(agent, horizon, batch_size, block, px)
-    seeds = jax.vmap(one_seed, in_axes=(0, None))
+    one_seed = _block_fn(agent, horizon, batch_size, block, px, host)
+    seeds = jax.vmap(one_seed, in_axes=(0, None, 0 if host else None))
 
-    def run_group_block(group_state, data: DeviceDataset):
+    def run_group_block(group_state, data: DeviceDataset, frames=None):
         if jax.tree_util.tree_leaves(group_state)[0].shape[0] == 1:
-            out = one_seed(member_state(group_state, 0), data)
+            own = None if frames is None else member_state(frames, 0)
+            out = one_seed(member_state(group_state, 0), data, own)
             return jax.tree_util.tree_map(lambda x: x[None], out)
-        return seeds(group_state, data)
+        return seeds(group_state, data, frames)
 
     return jax.jit(run_group_block, donate_argnums=(0,))

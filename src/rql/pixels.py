@@ -205,22 +205,53 @@ def free_device_bytes() -> int | None:
     return None
 
 
-def describe_pixels(px: Pixels, dataset) -> str:
-    """The one line a run with image observations starts with: the frames, their bytes, where they live."""
-    frames = dataset.observations
-    size = frames.nbytes + (dataset.end_next_observations.nbytes if dataset.end_next_observations is not None else 0)
-    free = free_device_bytes()
-    h, w, c = px.frame_shape
-    where = "on the device" if free is None else f"on the device ({free / 2**30:.1f} GiB free there)"
-    import jax
+PLACEMENTS = ("auto", "device", "host")
 
-    # On a CPU the device is the host: the file's array and the device copy live side by side.
-    need = 2 * size if jax.default_backend() == "cpu" else size
-    if free is not None and need > free:
-        raise RQLError(f"{dataset.source}: its {len(frames):,} frames take {size / 2**30:.1f} GiB as uint8 but only "
-                       f"{free / 2**30:.1f} GiB is free on the device; use a smaller dataset or a folder of shards")
-    return (f"pixels: {len(frames):,} frames {h}x{w}x{c} uint8 ({size / 2**20:,.0f} MiB) {where}, "
-            f"{px.frame_stack} stacked, shift p={px.p_aug:g} pad {px.pad}")
+
+def frames_bytes(dataset) -> int:
+    """Bytes of a dataset's frames (its stored successor frames included)."""
+    ends = dataset.end_next_observations
+    return int(dataset.observations.nbytes + (ends.nbytes if ends is not None else 0))
+
+
+def place_frames(dataset, choice: str = "auto", free: int | None = None) -> str:
+    """Where a run keeps its image frames: ``device`` (the whole set copied there, uint8) or ``host``
+    (they stay in the host's memory; each block's windows are gathered there and copied in,
+    :mod:`rql.data.host_frames`). ``auto`` picks the device when the frames fit in its free memory with a
+    tenth and 512 MiB to spare (on a CPU, the host's available memory, the file's copy already counted)."""
+    if choice not in PLACEMENTS:
+        raise RQLError(f"--frame-placement must be one of {', '.join(PLACEMENTS)}, got '{choice}'")
+    size = frames_bytes(dataset)
+    if choice == "host":
+        return "host"
+    fits = free is None or size * 1.1 + 2**29 <= free
+    if choice == "device" and not fits:
+        raise RQLError(f"{dataset.source}: its {len(dataset.observations):,} frames take {size / 2**30:.1f} GiB as "
+                       f"uint8 but only {free / 2**30:.1f} GiB is free on the device; use --frame-placement host "
+                       "(or auto)")
+    return "device" if fits else "host"
+
+
+def _amount(n: int) -> str:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20)):
+        if n >= size:
+            return f"{n / size:,.1f} {unit}"
+    return f"{n / 2**10:,.0f} KiB"
+
+
+def describe_pixels(px: Pixels, dataset, where: str = "device", free: int | None = None, block: int = 0,
+                    block_bytes: int = 0) -> str:
+    """The one line a run with image observations starts with: the frames, their bytes, where they live."""
+    n, size = len(dataset.observations), frames_bytes(dataset)
+    h, w, c = px.frame_shape
+    amount = _amount(size)
+    free_s = "" if free is None else f" ({free / 2**30:.1f} GiB free there)"
+    if where == "device":
+        place = f"on the device{free_s}"
+    else:
+        place = (f"kept on the host{free_s.replace('there', 'on the device')}: each block's windows "
+                 f"({block} updates, {_amount(block_bytes)}) gathered there while the previous block trains")
+    return f"pixels: {n:,} frames {h}x{w}x{c} uint8 ({amount}) {place}, {px.frame_stack} stacked, shift p={px.p_aug:g} pad {px.pad}"
 
 
 def is_visual(task: str | None) -> bool:

@@ -91,12 +91,18 @@ def _successor_rows(ds: Dataset) -> np.ndarray:
 # ----------------------------------------------------------------------------- rql windows
 
 
-def window_indices(data: DeviceDataset, key: jax.Array, batch_size: int, horizon: int) -> jax.Array:
-    """(B, h + 1) dataset indices of B windows (``rql`` semantics)."""
+def rql_starts(data: DeviceDataset, key: jax.Array, batch_size: int) -> tuple[jax.Array, jax.Array]:
+    """``(start, last)`` (B,) each: the drawn window starts (``rql`` semantics) and their episodes' last steps."""
     k_ep, k_start = jax.random.split(key)
     ep = jax.random.randint(k_ep, (batch_size,), 0, data.num_episodes)
     first, last = data.ep_starts[ep], data.ep_ends[ep]
     start = jax.random.randint(k_start, (batch_size,), first, last)  # last excluded
+    return start, last
+
+
+def window_indices(data: DeviceDataset, key: jax.Array, batch_size: int, horizon: int) -> jax.Array:
+    """(B, h + 1) dataset indices of B windows (``rql`` semantics)."""
+    start, last = rql_starts(data, key, batch_size)
     idx = start[:, None] + jnp.arange(horizon + 1, dtype=start.dtype)[None, :]
     return jnp.minimum(idx, last[:, None])
 
@@ -187,6 +193,15 @@ def _suite_windows(data: DeviceDataset, key: jax.Array, batch_size: int, horizon
 
 
 # ----------------------------------------------------------------------------- either
+
+
+def window_starts(data: DeviceDataset, key: jax.Array, batch_size: int, horizon: int, windows: str = "rql") -> jax.Array:
+    """(B,) the first dataset index of each window :func:`sample_windows` draws from ``key`` (the same
+    draws): every frame a window reads lies in ``[start - K + 1, start + h]`` (K stacked frames), and a
+    ``suite`` window's stored successor is that of the episode holding ``start``."""
+    if windows == "suite":
+        return suite_starts(data, key, batch_size, horizon)
+    return rql_starts(data, key, batch_size)[0]
 
 
 def sample_windows(data: DeviceDataset, key: jax.Array, batch_size: int, horizon: int,

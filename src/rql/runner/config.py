@@ -80,6 +80,11 @@ class RunConfig:
     p_aug: float = 0.0
     """Image observations: probability per batch of random-shift augmentation (pad 3, edge, crop; the FQL
     codebase's 0.5 on visual tasks), on the device, from the run's seed."""
+    frame_placement: str = "auto"
+    """Image observations: where the frames live. 'device': all of them on the device (uint8); 'host': they stay
+    in the host's memory and each block's windows are gathered there and copied in while the previous block
+    trains (for sets larger than the device; same batches, same results); 'auto': the device when they fit
+    in its free memory, else the host. The run's first line says which."""
     seed: int = 0
     """Seed of initialisation, sampling and evaluation; same seed, same machine -> same run."""
     shard_seed: int | None = None
@@ -108,6 +113,8 @@ def validate(run: RunConfig) -> RunConfig:
     for name in ("eval_every", "log_every", "eval_episodes", "eval_envs", "updates_per_dispatch", "eval_workers"):
         if (getattr(run, name) or 0) < 0:
             raise RQLError(f"--{name.replace('_', '-')} must not be negative")
+    if run.frame_placement not in ("auto", "device", "host"):
+        raise RQLError(f"--frame-placement must be auto, device or host, got '{run.frame_placement}'")
     if run.frame_stack < 1 or not 0.0 <= run.p_aug <= 1.0:
         raise RQLError(f"--frame-stack must be at least 1 (got {run.frame_stack}) and --p-aug in [0, 1] (got {run.p_aug})")
     if run.save_every is None:
@@ -117,14 +124,14 @@ def validate(run: RunConfig) -> RunConfig:
     return run
 
 
-def block_size(run: RunConfig, sharded: bool = False) -> int:
+def block_size(run: RunConfig, sharded: bool = False, cap: int | None = None) -> int:
     """Updates per compiled block: the largest divisor of every interval (and of ``steps``) that is
-    at most ``updates_per_dispatch``, so that logging, evaluating and saving fall on block ends."""
+    at most ``updates_per_dispatch`` (and ``cap``), so that logging, evaluating and saving fall on block ends."""
     g = 0
     for n in (run.steps, run.log_every, run.eval_every, run.save_every or 0, run.shard_every if sharded else 0):
         if n:
             g = math.gcd(g, int(n))
-    cap = max(1, run.updates_per_dispatch)
+    cap = max(1, min(run.updates_per_dispatch, cap or run.updates_per_dispatch))
     return max(d for d in range(1, min(g, cap) + 1) if g % d == 0)
 
 

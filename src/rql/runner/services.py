@@ -37,7 +37,8 @@ class Services:
         self.t0 = time.time()
 
     def _open_logs(self, start: Start) -> None:
-        metric_keys = sorted(jax.eval_shape(self.g.run_block, start.state, self.g.data)[1].keys())
+        block = getattr(self.g.run_block, "traceable", self.g.run_block)  # frames on the host: a traceable form
+        metric_keys = sorted(jax.eval_shape(block, start.state, self.g.data)[1].keys())
         columns = ["step", "time_s", "updates_per_s", *metric_keys, *[f"eval/{k}" for k in EVAL_KEYS]]
         if self.g.online_capacity:
             columns += list(ONLINE_COLUMNS)

@@ -14,8 +14,8 @@ from rql.agents import make_agent
 from rql.data.dataset import Dataset
 from rql.data.device import to_device
 from rql.errors import RQLError
-from rql.learner import make_group_block
-from rql.pixels import describe_pixels, pixels_for
+from rql.learner import make_group_block, windows_of
+from rql.pixels import describe_pixels, free_device_bytes, pixels_for, place_frames
 from rql.runner.config import RunConfig, block_size, validate
 from rql.runner.evaluator import open_eval_envs, prepare_videos
 from rql.runner.member import Member
@@ -51,6 +51,8 @@ class Group:
     """The offline data on the device (the first shard of a folder of shards)."""
     pixels: Any = None
     """Image observations: how windows are stacked and shifted (:class:`rql.pixels.Pixels`); None for states."""
+    host_frames: Any = None
+    """Image frames kept on the host (:class:`rql.data.host_frames.HostFrames`, also ``run_block``) or None."""
 
     @property
     def obs_dim(self) -> int:
@@ -69,6 +71,8 @@ class Group:
     def close(self) -> None:
         if self.sharded is not None:
             self.sharded.close()
+        if self.host_frames is not None:
+            self.host_frames.close()
         for pool in self.opened_envs:
             pool.close()
         for m in self.members:
@@ -116,16 +120,46 @@ def set_up(g: Group, agent_cfg, dataset: Dataset | None = None, log=print) -> No
             "episode's last step bootstraps from that step's own observation")
     g.pixels = pixels_for(g.dataset.image_shape, run.frame_stack, run.p_aug, getattr(agent_cfg, "encoder", "none"))
     if g.pixels is not None:
-        for flag, value in (("--online-steps", run.online_steps), ("--video-episodes", run.video_episodes)):
-            if value:
-                raise RQLError(f"{flag} with image observations is not supported yet (docs/pixels.md); "
-                               "train offline and evaluate without videos")
         g.agent_cfg = agent_cfg = dataclasses.replace(agent_cfg, image_shape=g.pixels.image_shape)
-        log(describe_pixels(g.pixels, g.dataset))
     g.agent = make_agent(g.agent_name, agent_cfg, g.obs_dim, g.dataset.action_dim)
+    if g.pixels is not None and g.sharded is None:
+        set_up_frames(g, log)
+        return
+    if g.pixels is not None:
+        log(describe_pixels(g.pixels, g.dataset, "device", free_device_bytes()))
     g.block = block_size(run, g.sharded is not None)
     g.run_block = make_group_block(g.agent, agent_cfg.horizon, agent_cfg.batch_size, g.block, g.pixels)
     g.data = g.sharded.data(0) if g.sharded else to_device(g.dataset)
+
+
+def set_up_frames(g: Group, log) -> None:
+    """The data and the compiled block of a run on image observations: the frames on the device, or kept on
+    the host with each block's windows gathered there (:mod:`rql.data.host_frames`), as ``--frame-placement``
+    and the free memory say; one line says which."""
+    from rql.data.host_frames import HostFrames, block_cap, bytes_per_update, without_frames
+
+    run, cfg, px = g.run, g.agent_cfg, g.pixels
+    free = free_device_bytes()
+    where = place_frames(g.dataset, run.frame_placement, free)
+    if where == "device":
+        log(describe_pixels(px, g.dataset, where, free))
+        g.block = block_size(run)
+        g.run_block = make_group_block(g.agent, cfg.horizon, cfg.batch_size, g.block, px)
+        g.data = to_device(g.dataset)
+        return
+    if run.online_steps:
+        raise RQLError(f"{g.dataset.source}: online fine-tuning needs the frames on the device, but they are kept "
+                       "on the host (too large for it, or --frame-placement host); train offline only, or use a "
+                       "smaller dataset")
+    seeds = len(g.seeds)
+    g.block = block_size(run, cap=block_cap(g.dataset, cfg.batch_size, cfg.horizon, px.frame_stack, seeds))
+    compiled = make_group_block(g.agent, cfg.horizon, cfg.batch_size, g.block, px, host=True)
+    g.host_frames = HostFrames(g.dataset, compiled, cfg.batch_size, cfg.horizon, g.block, windows_of(g.agent),
+                               px.frame_stack)
+    g.run_block = g.host_frames
+    g.data = without_frames(g.dataset)
+    per = bytes_per_update(g.dataset, cfg.batch_size, cfg.horizon, px.frame_stack, seeds)
+    log(describe_pixels(px, g.dataset, where, free, g.block, g.block * per))
 
 
 def load_data(run: RunConfig, agent_cfg, task_env, dataset: Dataset | None):
