@@ -182,6 +182,8 @@ def test_interrupted_write_leaves_no_final_file(tmp_path, monkeypatch):
     calls = []
 
     def failing(fileobj, arrays):
+        if "_part" in arrays:  # an episode's part file (see test_generate_resume.py)
+            return real(fileobj, arrays)
         calls.append(1)
         if len(calls) == 2:  # the validation file is written, the training file fails half way
             fileobj.write(b"PK\x03\x04 partial")
@@ -192,18 +194,23 @@ def test_interrupted_write_leaves_no_final_file(tmp_path, monkeypatch):
     with pytest.raises(RQLError) as exc:
         gen.generate("pointmaze-medium-stitch", tmp_path, episodes=2, max_steps=10, progress=False)
     assert "No space left" in str(exc.value) and "\n" not in str(exc.value)
-    assert os.listdir(tmp_path) == []  # neither final files nor temporaries
+    # Neither final files nor temporaries; the finished episodes stay in the hidden work folder.
+    parts = gen.parts_dir_for(tmp_path, "pointmaze-medium-stitch", max_steps=10)
+    assert os.listdir(tmp_path) == [parts.name]
+    assert sorted(os.listdir(parts)) == [".lock", "train-0000000.npz", "train-0000001.npz", "val-0000000.npz"]
 
     # An existing complete file is never replaced by a partial one.
     monkeypatch.setattr(gen, "_write_npz", real)
     train, val = gen.generate("pointmaze-medium-stitch", tmp_path, episodes=2, max_steps=10, progress=False)
+    assert sorted(os.listdir(tmp_path)) == sorted([train.name, val.name])  # the work folder is gone
     before = (_sha(train), _sha(val))
     calls.clear()
     monkeypatch.setattr(gen, "_write_npz", failing)
     with pytest.raises(RQLError):
         gen.generate("pointmaze-medium-stitch", tmp_path, episodes=2, max_steps=10, seed=9, progress=False)
     assert (_sha(train), _sha(val)) == before
-    assert sorted(os.listdir(tmp_path)) == sorted([train.name, val.name])
+    seed9 = gen.parts_dir_for(tmp_path, "pointmaze-medium-stitch", max_steps=10, seed=9).name
+    assert sorted(os.listdir(tmp_path)) == sorted([train.name, val.name, seed9])
 
 
 def test_name_resolution_and_defaults():

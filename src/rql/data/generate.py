@@ -17,17 +17,29 @@ Files are written in OGBench's own layout (``NAME.npz`` and ``NAME-val.npz``) so
 
 Every episode is seeded from ``(seed, split, episode index)`` alone, so the output is
 byte-identical for a given seed whatever the number of worker processes.
+
+Generation is resumable: every finished episode is written at once (atomically) as a part file in a
+hidden work folder beside the output, ``.NAME.parts-<settings hash>/``; a run that is killed (SIGKILL,
+Ctrl-C, SIGTERM) and started again with the same settings keeps those episodes and makes only the
+missing ones. The final files are assembled from the parts at the end (the same bytes as an
+uninterrupted run) and the work folder is removed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import json
 import multiprocessing
 import os
 import pathlib
 import secrets
+import shutil
+import signal
 import sys
+import threading
+import time
 import zipfile
 from typing import Any, Iterable, Iterator
 
@@ -66,6 +78,13 @@ _MARKOV_NOISE_DIM_SCALE = np.array([1.0, 1.0, 1.0, 3.0, 10.0])
 _MAZE_NOISE = 0.5
 _STITCH_CELLS = 4
 _SCENE_MAX_RETRIES = 1000
+
+# Bump when a change of this module changes the episodes a (dataset, seed, max_steps, split, index)
+# gives: part files of unfinished runs (see _PartWriter) made by older code are then not reused.
+_EPISODE_STREAMS = 1
+_PART_FORMAT = 1
+_PART_META = "_part"  # the part file's member holding its JSON description
+_PART_KEYS = frozenset({"observations", "actions", "terminals", "qpos", "qvel", "button_states"})
 
 SUPPORTED = tuple(f"{v}{e}-{t}-v0" for v in ("", _VISUAL) for e in _MANIP_EPISODES for t in _MANIP_TYPES) + tuple(
     f"{m}-{t}-v0" for m in _MAZES for t in _MAZE_TYPES
@@ -388,27 +407,60 @@ def _make_collector(recipe: Recipe, max_steps: int):
 _WORKER: Any = None
 
 
-def _worker_init(recipe: Recipe, max_steps: int, record: bool) -> None:
+def _worker_init(recipe: Recipe, max_steps: int, record: bool, save: "_PartWriter | None" = None) -> None:
     global _WORKER
-    _WORKER = (_make_collector(recipe, max_steps), record)
+    # Ctrl-C reaches the whole process group: the parent stops the pool; a worker must not die half way
+    # through writing a part (its temporary file would stay behind).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _exit_with_parent()
+    _WORKER = (_make_collector(recipe, max_steps), record, save)
 
 
-def _worker_run(task: tuple[int, int, int]) -> dict[str, np.ndarray]:
-    collector, record = _WORKER
-    return collector.run(episode_seeds(*task), record)
+def _exit_with_parent(poll: float = 1.0) -> None:
+    """End this worker process when its parent dies (a ``kill -9`` of ``rql data generate`` would
+    otherwise leave the workers rendering an episode nobody collects, then waiting for ever)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="rql-parent-watch", daemon=True).start()
+
+
+def _worker_run(task: tuple[int, int, int]):
+    collector, record, save = _WORKER
+    ep = collector.run(episode_seeds(*task), record)
+    if save is None:
+        return ep
+    save.write(task, ep)
+    return len(ep["observations"])
 
 
 def _run_episodes(
-    recipe: Recipe, max_steps: int, tasks: list[tuple[int, int, int]], workers: int, record: bool = False
-) -> Iterator[dict[str, np.ndarray]]:
-    """Yield the episodes for ``tasks`` ((seed, split, index) each), in order."""
+    recipe: Recipe,
+    max_steps: int,
+    tasks: list[tuple[int, int, int]],
+    workers: int,
+    record: bool = False,
+    save: "_PartWriter | None" = None,
+) -> Iterator[Any]:
+    """Yield the episodes for ``tasks`` ((seed, split, index) each), in order. With ``save``, each
+    episode is written as a part file (by the process that made it) and its row count is yielded."""
     if workers <= 1 or len(tasks) <= 1:
         saved = np.random.get_state()  # the oracles draw from numpy's global generator
         collector = None
         try:
             collector = _make_collector(recipe, max_steps)
             for task in tasks:
-                yield collector.run(episode_seeds(*task), record)
+                ep = collector.run(episode_seeds(*task), record)
+                if save is None:
+                    yield ep
+                else:
+                    save.write(task, ep)
+                    yield len(ep["observations"])
         finally:
             np.random.set_state(saved)
             if collector is not None:
@@ -416,7 +468,7 @@ def _run_episodes(
         return
     ctx = multiprocessing.get_context("spawn")
     with _single_threaded_children():
-        pool = ctx.Pool(min(workers, len(tasks)), initializer=_worker_init, initargs=(recipe, max_steps, record))
+        pool = ctx.Pool(min(workers, len(tasks)), initializer=_worker_init, initargs=(recipe, max_steps, record, save))
     with pool:
         yield from pool.imap(_worker_run, tasks, chunksize=1)
 
@@ -536,6 +588,156 @@ def _unlink(path) -> None:
         pass
 
 
+# --------------------------------------------------------------------------------------------
+# Part files: one per finished episode, so that an interrupted run resumes where it stopped.
+
+
+def _settings(recipe: Recipe, max_steps: int, seed: int) -> dict[str, Any]:
+    """Everything an episode's content depends on besides its split and index. The number of episodes
+    and of workers are not in it: episode ``i`` is the same whatever they are."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    packages = {}
+    for pkg in ("ogbench", "mujoco", "gymnasium", "numpy"):
+        try:
+            packages[pkg] = version(pkg)
+        except PackageNotFoundError:
+            packages[pkg] = None
+    return {
+        "part_format": _PART_FORMAT,
+        "episode_streams": _EPISODE_STREAMS,
+        "dataset": recipe.dataset,
+        "env_id": recipe.env_id,
+        "kind": recipe.kind,
+        "max_steps": int(max_steps),
+        "seed": int(seed),
+        "packages": packages,
+    }
+
+
+def _digest(settings: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _content_hash(arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for key in sorted(arrays):
+        a = np.ascontiguousarray(arrays[key])
+        h.update(json.dumps([key, a.dtype.str, list(a.shape)]).encode())
+        h.update(a.reshape(-1).view(np.uint8).data)
+    return h.hexdigest()
+
+
+def parts_dir_for(out_dir: str | os.PathLike, name: str, max_steps: int | None = None, seed: int = 0) -> pathlib.Path:
+    """The hidden work folder an unfinished :func:`generate` of these settings keeps its episodes in."""
+    recipe = resolve(name)
+    steps = recipe.max_steps if max_steps is None else int(max_steps)
+    directory = pathlib.Path(os.path.expanduser(os.fspath(out_dir)))
+    return directory / f".{recipe.dataset}.parts-{_digest(_settings(recipe, steps, int(seed)))[:16]}"
+
+
+@dataclasses.dataclass(frozen=True)
+class _PartWriter:
+    """Writes and reads one episode's part file, ``train-0000012.npz`` or ``val-0000003.npz``: the
+    episode's arrays and a ``_part`` member (JSON as uint8: the settings, their hash, split, index,
+    rows and a SHA-256 of the arrays). Written atomically (temporary file, fsync, rename), so a part
+    under its final name is complete; read with ``allow_pickle=False`` and checked before use."""
+
+    directory: str
+    settings: dict
+    digest: str
+
+    def path(self, task: tuple[int, int, int]) -> pathlib.Path:
+        _, split, index = task
+        return pathlib.Path(self.directory) / f"{'train' if split == TRAIN else 'val'}-{int(index):07d}.npz"
+
+    def write(self, task: tuple[int, int, int], ep: dict[str, np.ndarray]) -> None:
+        arrays = {k: v for k, v in ep.items() if not k.startswith("_")}
+        meta = {
+            "settings": self.settings,
+            "hash": self.digest,
+            "split": int(task[1]),
+            "index": int(task[2]),
+            "rows": int(len(arrays["observations"])),
+            "sha256": _content_hash(arrays),
+        }
+        arrays[_PART_META] = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
+        final = self.path(task)
+        tmp = _write_temp(final.parent, final.name, arrays)
+        try:
+            os.replace(tmp, final)
+        except BaseException:
+            _unlink(tmp)
+            raise
+
+    def _meta_ok(self, meta: Any, task: tuple[int, int, int]) -> bool:
+        return (
+            isinstance(meta, dict)
+            and meta.get("hash") == self.digest
+            and meta.get("settings") == self.settings
+            and meta.get("split") == task[1]
+            and meta.get("index") == task[2]
+            and isinstance(meta.get("rows"), int)
+            and isinstance(meta.get("sha256"), str)
+        )
+
+    def has(self, task: tuple[int, int, int]) -> bool:
+        """A part for ``task`` made with these settings exists (its description is checked, not its arrays)."""
+        path = self.path(task)
+        if not path.is_file():
+            return False
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                meta = json.loads(bytes(f[_PART_META]).decode())
+        except Exception:  # noqa: BLE001  (a damaged or foreign file: the episode is made again)
+            return False
+        return self._meta_ok(meta, task)
+
+    def read(self, task: tuple[int, int, int]) -> dict[str, np.ndarray] | None:
+        """The episode's arrays, or None when the part is missing, foreign or damaged."""
+        try:
+            with np.load(self.path(task), allow_pickle=False) as f:
+                arrays = {k: f[k] for k in f.files}
+            meta = json.loads(bytes(arrays.pop(_PART_META)).decode())
+        except Exception:  # noqa: BLE001
+            return None
+        if not self._meta_ok(meta, task) or not arrays or not set(arrays) <= _PART_KEYS:
+            return None
+        rows = meta["rows"]
+        if any(a.ndim < 1 or a.shape[0] != rows for a in arrays.values()) or rows < 1:
+            return None
+        if _content_hash(arrays) != meta["sha256"]:
+            return None
+        return arrays
+
+
+class _SignalStop(BaseException):
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    """Turn SIGTERM into an exception (Ctrl-C already is one), so the finished parts are reported and
+    the worker processes stopped. Outside the main thread nothing changes."""
+    old = None
+
+    def handle(signum, frame):
+        raise _SignalStop(signum)
+
+    if threading.current_thread() is threading.main_thread():
+        try:
+            old = signal.signal(signal.SIGTERM, handle)
+        except (ValueError, OSError):
+            old = None
+    try:
+        yield
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
+
+
 def _check_args(episodes, max_steps, seed, workers) -> None:
     for label, value, low in (("episodes", episodes, 1), ("max_steps", max_steps, 2)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low):
@@ -546,10 +748,11 @@ def _check_args(episodes, max_steps, seed, workers) -> None:
         raise RQLError(f"workers must be an integer >= 1, got {workers!r}")
 
 
-def _progress(total: int, desc: str, enabled: bool):
+def _progress(total: int, desc: str, enabled: bool, initial: int = 0):
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="ep", file=sys.stderr, disable=not enabled, dynamic_ncols=True)
+    return tqdm(total=total, initial=initial, desc=desc, unit="ep", file=sys.stderr, disable=not enabled,
+                dynamic_ncols=True)
 
 
 def generate(
@@ -577,7 +780,16 @@ def generate(
     Returns:
         ``(train_path, val_path)``. Both are written atomically (temporary file, then rename), the
         validation file first; an interrupted run leaves no file under the final names.
+
+    Resuming: each finished episode is first written as a part file in ``out_dir/.NAME.parts-<hash>/``
+    (``hash``: of the dataset, seed, steps per episode and package versions; see :func:`parts_dir_for`).
+    Run again after an interruption (``kill -9``, Ctrl-C, SIGTERM), the same settings keep the parts
+    already there and make only the missing episodes; the final files are the same bytes as an
+    uninterrupted run's. The folder is removed once the final files are written. A Ctrl-C or SIGTERM
+    raises :class:`rql.faults.Stopped` (exit status 130 or 143 on the command line).
     """
+    from rql.faults import RunLock, Stopped
+
     recipe = resolve(name)
     _check_args(episodes, max_steps, seed, workers)
     n_train = recipe.episodes if episodes is None else int(episodes)
@@ -594,26 +806,73 @@ def generate(
     train_path = directory / f"{recipe.dataset}.npz"
     val_path = directory / f"{recipe.dataset}-val.npz"
 
-    tasks = [(int(seed), TRAIN, i) for i in range(n_train)] + [(int(seed), VAL, i) for i in range(n_val)]
-    buffers = {TRAIN: _Buffer(n_train * steps), VAL: _Buffer(n_val * steps)}
-    with _progress(len(tasks), recipe.dataset, progress) as bar:
-        for task, ep in zip(tasks, _run_episodes(recipe, steps, tasks, int(workers))):
-            buffers[task[1]].add(ep)
-            bar.update(1)
-
-    temps: list[pathlib.Path] = []
+    settings = _settings(recipe, steps, int(seed))
+    digest = _digest(settings)
+    parts = directory / f".{recipe.dataset}.parts-{digest[:16]}"
+    others = sorted(p.name for p in directory.glob(f".{recipe.dataset}.parts-*") if p != parts and p.is_dir())
     try:
-        temps.append(_write_temp(directory, val_path.name, buffers[VAL].result()))
-        temps.append(_write_temp(directory, train_path.name, buffers[TRAIN].result()))
-        buffers.clear()
-        # Validation first: a train file under its final name implies its -val file is complete.
-        os.replace(temps[0], val_path)
-        os.replace(temps[1], train_path)
+        parts.mkdir(exist_ok=True)
     except OSError as e:
-        raise RQLError(f"could not write the dataset to {directory}: {e.strerror or e}") from e
+        raise RQLError(f"cannot create the work folder {parts}: {e.strerror or e}") from e
+    lock = RunLock(parts)  # one generating process per work folder (the kernel drops it when we die)
+    tasks = [(int(seed), TRAIN, i) for i in range(n_train)] + [(int(seed), VAL, i) for i in range(n_val)]
+    writer = _PartWriter(str(parts), settings, digest)
+    try:
+        for stale in parts.glob(".*.tmp"):  # a part being written when its process died
+            _unlink(stale)
+        for _attempt in range(3):
+            kept = sum(writer.has(t) for t in tasks)
+            missing = [t for t in tasks if not writer.has(t)] if kept else tasks
+            if progress and others and _attempt == 0:
+                print(f"note: {directory} also holds unfinished parts of {recipe.dataset} made with other settings "
+                      f"({', '.join(others)}); they are not used", file=sys.stderr)
+            desc = recipe.dataset + (f" ({kept} resumed)" if kept else "")
+            try:
+                with _stop_on_sigterm(), _progress(len(tasks), desc, progress, initial=kept) as bar:
+                    if kept and progress:
+                        bar.write(f"resuming: {kept} of {len(tasks)} episodes already in {parts}", file=sys.stderr)
+                    for _rows in _run_episodes(recipe, steps, missing, int(workers), save=writer):
+                        bar.update(1)
+            except (KeyboardInterrupt, _SignalStop) as e:
+                signum = e.signum if isinstance(e, _SignalStop) else int(signal.SIGINT)
+                done = sum(writer.has(t) for t in tasks)
+                raise Stopped(
+                    f"stopped by {signal.Signals(signum).name}: {done} of {len(tasks)} episodes are kept in {parts}; "
+                    "run the same command again to continue", signum) from None
+            except OSError as e:
+                raise RQLError(f"could not write an episode to {parts}: {e.strerror or e}") from e
+            buffers = {TRAIN: _Buffer(n_train * steps), VAL: _Buffer(n_val * steps)}
+            bad = []
+            for task in tasks:
+                ep = writer.read(task)
+                if ep is None:
+                    bad.append(task)
+                else:
+                    buffers[task[1]].add(ep)
+            if not bad:
+                break
+            buffers.clear()
+            for task in bad:  # damaged after it was written: made again
+                _unlink(writer.path(task))
+        else:
+            raise RQLError(f"the episode files in {parts} keep failing their checks; delete the folder and run again")
+
+        temps: list[pathlib.Path] = []
+        try:
+            temps.append(_write_temp(directory, val_path.name, buffers[VAL].result()))
+            temps.append(_write_temp(directory, train_path.name, buffers[TRAIN].result()))
+            buffers.clear()
+            # Validation first: a train file under its final name implies its -val file is complete.
+            os.replace(temps[0], val_path)
+            os.replace(temps[1], train_path)
+        except OSError as e:
+            raise RQLError(f"could not write the dataset to {directory}: {e.strerror or e}") from e
+        finally:
+            for t in temps:
+                _unlink(t)
     finally:
-        for t in temps:
-            _unlink(t)
+        lock.release()
+    shutil.rmtree(parts, ignore_errors=True)
     return train_path, val_path
 
 
