@@ -240,3 +240,26 @@ def test_frames_on_the_host_train_bit_equal_to_frames_on_the_device():
     assert float(ma[next(iter(ma))][0]) == float(mb[next(iter(mb))][0])
     if name == "fql":
         assert float(mb["data/valid_fraction"][0]) < 1.0  # some windows did cross an episode end
+
+
+def test_an_exported_pixel_policy_reads_uint8_images(tmp_path):
+    """``rql export`` of an agent on images: the file's program takes uint8 (flat or (B, H, W, K*C)) and acts
+    exactly as the agent; float observations are one clear line (a [0, 1] float image would be misread)."""
+    from rql.exported import load_exported
+    from rql.exporting import policy_file
+
+    cfg = build_config("fql", None, "small", {"encoder": "impala_debug", "image_shape": (H, W, 6), "batch_size": 4,
+                                              "horizon": 2})
+    agent = make_agent("fql", cfg, H * W * 6, 2)
+    state = agent.init(jax.random.PRNGKey(0))
+    data, header = policy_file(agent, state)
+    assert header["observation_dtype"] == "uint8" and header["image_shape"] == [H, W, 6]
+    (tmp_path / "p.rqlx").write_bytes(data)
+    policy = load_exported(tmp_path / "p.rqlx")
+    obs = np.random.default_rng(0).integers(0, 256, (3, H, W, 6)).astype(np.uint8)
+    key = jax.random.PRNGKey(4)
+    want = np.asarray(agent.act(state, jnp.asarray(obs.reshape(3, -1)), key))
+    np.testing.assert_array_equal(np.asarray(policy(obs, key)), want)
+    np.testing.assert_array_equal(np.asarray(policy(obs.reshape(3, -1), key)), want)
+    with pytest.raises(RQLError, match="reads uint8 images"):
+        policy(obs.astype(np.float32) / 255, key)

@@ -29,6 +29,30 @@ import struct
 
 from rql.errors import RQLError
 
+def observation_batch(obs, flat_dim: int, dtype: str = "float32", image_shape=None):
+    """A batch of observations as a policy reads it, ``(B, flat_dim)``, or one clear error. A policy on images
+    (``dtype`` uint8; the encoder makes floats of them) takes uint8 only, flat or as ``(B, *image_shape)``
+    (stacked frames along the channels, oldest first); a policy on states takes anything numeric as float32."""
+    import numpy as np
+
+    obs = np.asarray(obs)
+    if image_shape is not None and obs.ndim == 1 + len(image_shape) and obs.shape[1:] == tuple(image_shape):
+        obs = obs.reshape(len(obs), -1)
+    if dtype == "uint8":
+        if obs.dtype != np.uint8:
+            h, w, c = image_shape
+            raise RQLError(f"this policy reads uint8 images ({h}x{w}x{c}: stacked frames along the channels, or "
+                           f"flat {flat_dim}); got {obs.dtype} observations")
+    else:
+        obs = obs.astype(np.float32)
+    if obs.ndim != 2 or obs.shape[1] != flat_dim:
+        extra = "" if image_shape is None else f" or (batch, {', '.join(map(str, image_shape))})"
+        raise RQLError(f"observations of shape {obs.shape}; this policy takes (batch, {flat_dim}){extra}")
+    if obs.shape[0] == 0:
+        raise RQLError("an empty batch of observations")
+    return obs
+
+
 MAGIC = b"RQLPOLX1"
 FORMAT = "rql-exported-policy"
 FORMAT_VERSION = 1
@@ -93,7 +117,7 @@ def read_file(path: str | pathlib.Path) -> tuple[dict, bytes, list]:
 
 class ExportedPolicy:
     """A policy loaded from an exported file: ``policy(obs, key)`` for a batch of observations
-    (``(B, obs_dim)``, float32) and a raw PRNG key (``jax.random.PRNGKey(seed)``, uint32 ``(2,)``)
+    (``(B, obs_dim)``, float32; a policy on images: uint8 ``(B, H, W, K * C)`` or flat) and a raw PRNG key (``jax.random.PRNGKey(seed)``, uint32 ``(2,)``)
     returns the action chunks ``(B, horizon, action_dim)`` inside [-1, 1]; ``policy.act(obs, key)``
     does one observation (``(obs_dim,)`` -> ``(horizon, action_dim)``)."""
 
@@ -101,6 +125,9 @@ class ExportedPolicy:
         self.header = header
         self.exported, self.params = exported, params
         self.observation_shape = tuple(header["observation_shape"])
+        self.observation_dtype = header.get("observation_dtype", "float32")
+        self.image_shape = tuple(header["image_shape"]) if header.get("image_shape") else None
+        """Images: (H, W, K * C) of the stacked frames the policy reads (``header["frame_stack"]`` frames)."""
         self.horizon = int(header["horizon"])
         self.action_dim = int(header["action_dim"])
         self.agent = header.get("agent")
@@ -123,20 +150,13 @@ class ExportedPolicy:
         return key
 
     def __call__(self, obs, key):
-        import numpy as np
-
-        obs = np.asarray(obs, np.float32)
-        if obs.ndim != 1 + len(self.observation_shape) or obs.shape[1:] != self.observation_shape:
-            raise RQLError(f"observations of shape {obs.shape}; this policy takes (batch, "
-                           f"{', '.join(map(str, self.observation_shape))})")
-        if obs.shape[0] == 0:
-            raise RQLError("an empty batch of observations")
+        obs = observation_batch(obs, self.observation_shape[0], self.observation_dtype, self.image_shape)
         return self.exported.call(self.params, obs, self._key(key))
 
     def act(self, obs, key):
         import numpy as np
 
-        return self(np.asarray(obs, np.float32)[None], key)[0]
+        return self(np.asarray(obs)[None], key)[0]
 
     def __repr__(self) -> str:
         return (f"ExportedPolicy(agent={self.agent!r}, checkpoint={self.checkpoint}, observation_shape="

@@ -45,7 +45,9 @@ def policy_file(agent, state, extra: dict | None = None) -> tuple[bytes, dict]:
 
     leaves, treedef = jax.tree_util.tree_flatten(state)
     key = jax.random.PRNGKey(0)
-    obs = jnp.zeros((1, agent.obs_dim), jnp.float32)
+    image_shape = getattr(agent.config, "image_shape", None) if getattr(agent.config, "encoder", "none") != "none" else None
+    obs_dtype = jnp.uint8 if image_shape else jnp.float32  # images stay uint8: the encoder makes the floats
+    obs = jnp.zeros((1, agent.obs_dim), obs_dtype)
     used = read_leaves(lambda ls, o, k: agent.act(jax.tree_util.tree_unflatten(treedef, ls), o, k),
                        leaves, obs, key)
 
@@ -59,7 +61,7 @@ def policy_file(agent, state, extra: dict | None = None) -> tuple[bytes, dict]:
     params = [np.asarray(leaves[i]) for i in used]
     (batch,) = export.symbolic_shape("batch")
     args = ([jax.ShapeDtypeStruct(p.shape, p.dtype) for p in params],
-            jax.ShapeDtypeStruct((batch, agent.obs_dim), jnp.float32), jax.ShapeDtypeStruct(key.shape, key.dtype))
+            jax.ShapeDtypeStruct((batch, agent.obs_dim), obs_dtype), jax.ShapeDtypeStruct(key.shape, key.dtype))
     try:
         exported = export.export(jax.jit(policy), platforms=PLATFORMS)(*args)
     except Exception as e:  # an agent whose act cannot take a symbolic batch size
@@ -68,7 +70,8 @@ def policy_file(agent, state, extra: dict | None = None) -> tuple[bytes, dict]:
     header = {
         "agent": agent.name, "agent_source": plugins.source_of(agent.name), "rql_version": __version__,
         "jax_version": jax.__version__, "platforms": list(exported.platforms),
-        "observation_shape": [agent.obs_dim], "observation_dtype": "float32",
+        "observation_shape": [agent.obs_dim], "observation_dtype": "uint8" if image_shape else "float32",
+        "image_shape": list(image_shape) if image_shape else None,
         "horizon": agent.config.horizon, "action_dim": agent.action_dim,
         "action_shape": [agent.config.horizon, agent.action_dim], "action_bounds": [-1.0, 1.0],
         "key_shape": list(key.shape), "key_dtype": str(key.dtype), "batch": "symbolic",
@@ -89,6 +92,7 @@ def export_policy(run_dir: str | pathlib.Path, out: str | pathlib.Path, checkpoi
     run, agent, ts, step = restore_agent(run_dir, checkpoint, log=log)
     try:
         data, header = policy_file(agent, ts["agent"], {"checkpoint": int(step), "task": run.task,
+                                                        "frame_stack": int(getattr(run, "frame_stack", 1)),
                                                         "run_dir": str(pathlib.Path(run_dir).resolve())})
     except RQLError as e:
         raise RQLError(f"{run_dir}: {e}") from None
