@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Literal
 
 from rql.errors import RQLError
 
@@ -80,11 +81,10 @@ class RunConfig:
     p_aug: float = 0.0
     """Image observations: probability per batch of random-shift augmentation (pad 3, edge, crop; the FQL
     codebase's 0.5 on visual tasks), on the device, from the run's seed."""
-    frame_placement: str = "auto"
-    """Image observations: where the frames live. 'device': all of them on the device (uint8); 'host': they stay
-    in the host's memory and each block's windows are gathered there and copied in while the previous block
-    trains (for sets larger than the device; same batches, same results); 'auto': the device when they fit
-    in its free memory, else the host. The run's first line says which."""
+    frame_placement: Literal["auto", "device", "host"] = "auto"
+    """Image observations: where the frames live. device: all on the device, uint8. host: they stay in the
+    host's memory; each block's windows are gathered there and copied in while the previous block trains
+    (sets larger than the device; same results). auto: the device when they fit, else the host."""
     seed: int = 0
     """Seed of initialisation, sampling and evaluation; same seed, same machine -> same run."""
     shard_seed: int | None = None
