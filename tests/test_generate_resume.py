@@ -80,21 +80,11 @@ def test_killed_generation_resumes_to_the_same_bytes(tmp_path):
     assert _parts(out) == ["train-0000000.npz"]
     assert not (out / f"{NAME}.npz").exists()
 
-    # 2. SIGTERM after one more part: a one-line stop, exit status 143, both parts kept.
-    proc = _start(out, tmp_path / "p2", pause_after=1)
-    _wait_paused(proc, tmp_path / "p2")
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 128 + signal.SIGTERM
-    assert "stopped by SIGTERM: 2 of 4 episodes are kept" in err and "run the same command again" in err
-    assert _parts(out) == ["train-0000000.npz", "train-0000001.npz"]
-    assert "resuming: 1 of 4 episodes" in err
-
-    # 3. The same command again finishes; the work folder is gone; the files are an uninterrupted run's.
-    proc = _start(out, tmp_path / "p3")
+    # 2. The same command again finishes; the work folder is gone; the files are an uninterrupted run's.
+    proc = _start(out, tmp_path / "p2")
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
-    assert "resuming: 2 of 4 episodes" in err and "(2 resumed)" in err
+    assert "resuming: 1 of 4 episodes" in err and "(1 resumed)" in err
     assert sorted(os.listdir(out)) == sorted([f"{NAME}.npz", f"{NAME}-val.npz"])
     for mine, theirs in zip((out / f"{NAME}.npz", out / f"{NAME}-val.npz"), ref):
         with np.load(mine, allow_pickle=False) as a, np.load(theirs, allow_pickle=False) as b:
@@ -105,26 +95,34 @@ def test_killed_generation_resumes_to_the_same_bytes(tmp_path):
         assert _sha(mine) == _sha(theirs)
 
 
-def _interrupt_after(monkeypatch, n: int) -> None:
+def _interrupt_after(monkeypatch, n: int, how: str = "ctrl-c") -> None:
     real, count = gen._PartWriter.write, [0]
 
     def write(self, task, ep):
         real(self, task, ep)
         count[0] += 1
         if count[0] == n:
+            if how == "sigterm":
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)  # the handler raises here
             raise KeyboardInterrupt
 
     monkeypatch.setattr(gen._PartWriter, "write", write)
 
 
-def test_ctrl_c_keeps_parts_and_other_settings_do_not_reuse_them(tmp_path, monkeypatch):
+@pytest.mark.parametrize("how,status", [("ctrl-c", 130), ("sigterm", 143)])
+def test_a_stop_keeps_parts_and_other_settings_do_not_reuse_them(tmp_path, monkeypatch, how, status):
     name, kw = "pointmaze-medium-navigate", dict(episodes=3, max_steps=15)
     ref = gen.generate(name, tmp_path / "ref", seed=1, progress=False, **kw)
     out = tmp_path / "out"
-    _interrupt_after(monkeypatch, 2)
+    _interrupt_after(monkeypatch, 2, how)
     with pytest.raises(Stopped) as exc:
         gen.generate(name, out, seed=1, progress=False, **kw)
-    assert exc.value.exit_code == 130 and "2 of 4 episodes are kept" in str(exc.value)
+    msg = str(exc.value)
+    assert exc.value.exit_code == status and "\n" not in msg
+    assert f"stopped by {'SIGINT' if how == 'ctrl-c' else 'SIGTERM'}: 2 of 4 episodes are kept in" in msg
+    assert "run the same command again to continue" in msg
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or how == "ctrl-c"  # the handler is undone
     parts = gen.parts_dir_for(out, name, max_steps=15, seed=1)
     assert sorted(p.name for p in parts.glob("*.npz")) == ["train-0000000.npz", "train-0000001.npz"]
     monkeypatch.undo()
@@ -211,3 +209,23 @@ def test_one_generating_process_per_work_folder(tmp_path):
     finally:
         lock.release()
     assert not (tmp_path / "pointmaze-medium-stitch-v0.npz").exists()
+
+
+def test_all_parts_kept_makes_no_environment(tmp_path, monkeypatch):
+    """A run stopped while writing the final files: the rerun only assembles them."""
+    name, kw = "pointmaze-medium-stitch", dict(episodes=2, max_steps=10, progress=False)
+    ref = gen.generate(name, tmp_path / "ref", **kw)
+    real = gen._write_npz
+
+    def full_disk(fileobj, arrays):
+        if "_part" not in arrays:
+            raise OSError(28, "No space left on device")
+        real(fileobj, arrays)
+
+    monkeypatch.setattr(gen, "_write_npz", full_disk)
+    with pytest.raises(RQLError, match="No space left"):
+        gen.generate(name, tmp_path / "out", **kw)
+    monkeypatch.setattr(gen, "_write_npz", real)
+    monkeypatch.setattr(gen, "_make_collector", lambda *a: pytest.fail("an episode was made again"))
+    train, val = gen.generate(name, tmp_path / "out", **kw)
+    assert _sha(train) == _sha(ref[0]) and _sha(val) == _sha(ref[1])

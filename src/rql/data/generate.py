@@ -831,8 +831,9 @@ def generate(
                 with _stop_on_sigterm(), _progress(len(tasks), desc, progress, initial=kept) as bar:
                     if kept and progress:
                         bar.write(f"resuming: {kept} of {len(tasks)} episodes already in {parts}", file=sys.stderr)
-                    for _rows in _run_episodes(recipe, steps, missing, int(workers), save=writer):
-                        bar.update(1)
+                    if missing:  # (all kept: a run stopped while assembling; no environment is made)
+                        for _rows in _run_episodes(recipe, steps, missing, int(workers), save=writer):
+                            bar.update(1)
             except (KeyboardInterrupt, _SignalStop) as e:
                 signum = e.signum if isinstance(e, _SignalStop) else int(signal.SIGINT)
                 done = sum(writer.has(t) for t in tasks)
