@@ -26,6 +26,17 @@ offline data with online data nor two online episodes. The newest step of the ep
 progress carries ``terminals = 1`` until the next step is appended (then it is cleared): the
 episode in progress is sampled exactly like an episode truncated at its newest step.
 
+Image observations (a :class:`rql.pixels.Pixels`, ``px``): the online part stores every step's
+*single* frame, uint8 and flat (``H * W * C``, as the offline device dataset stores its frames),
+never the stacked observation the policy reads; ``end_steps`` (every online episode's last step, the
+episode in progress at its newest step) is kept for both window semantics, and a window's stacked
+observations are built from the frames by the offline sampler's own functions
+(:func:`rql.pixels.stacked`, :func:`rql.pixels.stacked_successor`): frames ``t - K + 1 .. t``, never
+before the episode's first step, the successor of an episode's last step from its frames and the stored
+next frame. Random shift (``--p-aug``) applies to the online batches as to the offline ones, from the
+same key (:func:`rql.pixels.augment_key` of the sampling key). State observations are stored and
+sampled as before (no ``px``: the same arrays and the same numbers).
+
 When the online part is full, new steps are no longer stored (the oldest are never dropped);
 acting, learning and logging go on, and ``online/buffer_size`` stops growing.
 
@@ -58,6 +69,7 @@ import numpy as np
 
 from rql.agents.base import Batch
 from rql.data.device import DeviceDataset, successor, successor_in, suite_window
+from rql.pixels import Pixels, augment, augment_key, stacked, stacked_successor
 
 ONLINE_KEY = 0x6F6E6C  # folded into a seed's key for its online policy noise
 ENV_SEED_BASE = 1_000_000_007  # training-episode reset seeds: base + seed * 100_003 + episode (eval: seed * 100_003 + i)
@@ -69,22 +81,29 @@ BUFFER_FIELDS = ("observations", "actions", "rewards", "terminals", "masks")
 # ----------------------------------------------------------------------------- the buffer
 
 
-def init_online_buffer(capacity: int, obs_dim: int, action_dim: int, windows: str = "rql") -> dict:
+def init_online_buffer(capacity: int, obs_dim: int, action_dim: int, windows: str = "rql",
+                       px: Pixels | None = None) -> dict:
     """An empty online part of one seed's replay buffer. For ``suite`` windows it also keeps the
     successor state of every online episode's last stored step (``end_steps``, ascending, padded with
     int32 max; ``end_next_observations``; ``num_ends`` closed entries, the next one the episode in
-    progress, rewritten at every step)."""
+    progress, rewritten at every step).
+
+    With ``px`` (image observations) ``obs_dim`` is ignored: observations are single frames, uint8,
+    ``H * W * C`` each, and ``end_steps``/``num_ends`` are kept for either window semantics (stacking
+    needs every episode's first step)."""
     c = int(capacity)
+    obs_dim, obs_dtype = (int(np.prod(px.frame_shape)), jnp.uint8) if px is not None else (obs_dim, jnp.float32)
     suite = {}
-    if windows == "suite":
+    if windows == "suite" or px is not None:
         suite = {
             "end_steps": jnp.full((c,), np.iinfo(np.int32).max, jnp.int32),
-            "end_next_observations": jnp.zeros((c, obs_dim), jnp.float32),
             "num_ends": jnp.asarray(0, jnp.int32),
         }
+    if windows == "suite":
+        suite["end_next_observations"] = jnp.zeros((c, obs_dim), obs_dtype)
     return {
         **suite,
-        "observations": jnp.zeros((c, obs_dim), jnp.float32),
+        "observations": jnp.zeros((c, obs_dim), obs_dtype),
         "actions": jnp.zeros((c, action_dim), jnp.float32),
         "rewards": jnp.zeros((c,), jnp.float32),
         "terminals": jnp.zeros((c,), jnp.float32),
@@ -104,14 +123,14 @@ def init_meta(n: int) -> dict:
     return {"episode": z.copy(), "chunk": z.copy(), "env_steps": z.copy()}
 
 
-def online_template(agent, seed: int, capacity: int):
+def online_template(agent, seed: int, capacity: int, px: Pixels | None = None):
     """Shapes of one seed's checkpoint in the online phase (for restoring)."""
     from rql.learner import init_train_state, windows_of
 
     def make():
         ts = init_train_state(agent, seed)
         meta = {k: jnp.asarray(0, jnp.int32) for k in init_meta(1)}
-        buf = init_online_buffer(capacity, agent.obs_dim, agent.action_dim, windows_of(agent))
+        buf = init_online_buffer(capacity, agent.obs_dim, agent.action_dim, windows_of(agent), px)
         return {**ts, "online": {**buf, **meta}}
 
     return jax.eval_shape(make)
@@ -141,11 +160,12 @@ def append(buf: dict, tr: dict) -> dict:
     out["num_closed"] = k + (done & long_enough).astype(jnp.int32)
     out["cur_start"] = jnp.where(done, size, buf["cur_start"])
     out["size"] = size
-    if "end_steps" in buf:  # the newest stored step's successor, the entry of the episode in progress
+    if "end_steps" in buf:  # the newest stored step's end (and successor), the entry of the episode in progress
         j = buf["num_ends"]
         out["end_steps"] = buf["end_steps"].at[j].set(jnp.where(room, p, buf["end_steps"][j]), mode="drop")
-        nxt = jnp.where(room, tr["next_observations"], buf["end_next_observations"][jnp.minimum(j, c - 1)])
-        out["end_next_observations"] = buf["end_next_observations"].at[j].set(nxt, mode="drop")
+        if "end_next_observations" in buf:
+            nxt = jnp.where(room, tr["next_observations"], buf["end_next_observations"][jnp.minimum(j, c - 1)])
+            out["end_next_observations"] = buf["end_next_observations"].at[j].set(nxt, mode="drop")
         out["num_ends"] = j + (done & room).astype(jnp.int32)
     return out
 
@@ -181,15 +201,22 @@ def window_indices(off: DeviceDataset, buf: dict, key: jax.Array, batch_size: in
     return jnp.minimum(idx, last[:, None])
 
 
-def gather(off: DeviceDataset, buf: dict, idx: jax.Array) -> Batch:
+def gather(off: DeviceDataset, buf: dict, idx: jax.Array, px: Pixels | None = None) -> Batch:
+    """The stored steps at global indices ``idx``; with ``px`` the observations are stacked frames, each
+    from its own part (offline or online), as the offline sampler stacks them."""
     off_cap, cap = off.observations.shape[0], buf["rewards"].shape[0]
     is_off = idx < off_cap
     i_off, i_on = jnp.minimum(idx, off_cap - 1), jnp.clip(idx - off_cap, 0, cap - 1)
 
-    def pick(name):
-        a, b = getattr(off, name)[i_off], buf[name][i_on]
+    def where(a, b):
         cond = is_off.reshape(is_off.shape + (1,) * (a.ndim - is_off.ndim))
         return jnp.where(cond, a, b)
+
+    def pick(name):
+        if name == "observations" and px is not None:
+            return where(stacked(off.observations, off.end_steps, i_off, px),
+                         stacked(buf["observations"], buf["end_steps"], i_on, px))
+        return where(getattr(off, name)[i_off], buf[name][i_on])
 
     return Batch(**{k: pick(k) for k in BUFFER_FIELDS})
 
@@ -204,20 +231,28 @@ def suite_indices(off: DeviceDataset, buf: dict, key: jax.Array, batch_size: int
     return jnp.where(pos < n_off, pos, off_cap + pos - n_off)
 
 
-def suite_successor(off: DeviceDataset, buf: dict, k: jax.Array, is_end: jax.Array) -> jax.Array:
-    """The successor state of global steps ``k`` (offline or online)."""
+def suite_successor(off: DeviceDataset, buf: dict, k: jax.Array, is_end: jax.Array,
+                    px: Pixels | None = None) -> jax.Array:
+    """The successor state of global steps ``k`` (offline or online); stacked frames with ``px``."""
     off_cap = off.observations.shape[0]
-    on = successor_in(buf["observations"], buf["end_steps"], buf["end_next_observations"],
-                      jnp.maximum(k - off_cap, 0), is_end)
-    return jnp.where((k >= off_cap)[:, None], on, successor(off, jnp.minimum(k, off_cap - 1), is_end))
+    k_on, k_off = jnp.maximum(k - off_cap, 0), jnp.minimum(k, off_cap - 1)
+    if px is None:
+        on = successor_in(buf["observations"], buf["end_steps"], buf["end_next_observations"], k_on, is_end)
+        of = successor(off, k_off, is_end)
+    else:
+        on = stacked_successor(buf["observations"], buf["end_steps"], buf["end_next_observations"], k_on, is_end, px)
+        of = stacked_successor(off.observations, off.end_steps, off.end_next_observations, k_off, is_end, px)
+    return jnp.where((k >= off_cap)[:, None], on, of)
 
 
 def sample_windows(off: DeviceDataset, buf: dict, key: jax.Array, batch_size: int, horizon: int,
-                   windows: str = "rql") -> Batch:
+                   windows: str = "rql", px: Pixels | None = None) -> Batch:
+    """B windows of one seed's replay buffer (offline data and online part); image windows stacked as
+    ``px`` says (not shifted: :func:`make_online_step` shifts them as the offline updates do)."""
     if windows == "suite":
         idx = suite_indices(off, buf, key, batch_size, horizon)
-        return suite_window(gather(off, buf, idx), lambda k, end: suite_successor(off, buf, k, end), idx)
-    return gather(off, buf, window_indices(off, buf, key, batch_size, horizon))
+        return suite_window(gather(off, buf, idx, px), lambda k, end: suite_successor(off, buf, k, end, px), idx)
+    return gather(off, buf, window_indices(off, buf, key, batch_size, horizon), px)
 
 
 # ----------------------------------------------------------------------------- compiled pieces
@@ -242,10 +277,11 @@ def make_online_policy(agent) -> Callable:
     return jax.jit(jax.vmap(one))
 
 
-def make_online_step(agent, horizon: int, batch_size: int, utd: int) -> Callable:
+def make_online_step(agent, horizon: int, batch_size: int, utd: int, px: Pixels | None = None) -> Callable:
     """Compiled ``(group state, online buffers, offline data, transitions) -> (group state, online
     buffers, metrics)``: every seed appends its environment step, then runs ``utd`` updates on
-    windows of its own buffer. State and buffers are donated (updated in place)."""
+    windows of its own buffer. State and buffers are donated (updated in place). With ``px`` the
+    transitions carry single frames (uint8) and the windows are stacked and shifted as offline."""
     from rql.learner import windows_of
 
     windows = windows_of(agent)
@@ -256,7 +292,9 @@ def make_online_step(agent, horizon: int, batch_size: int, utd: int) -> Callable
         def upd(carry, _):
             agent_state, key = carry
             key, k_sample, k_update = jax.random.split(key, 3)
-            batch = sample_windows(off, buf, k_sample, batch_size, horizon, windows)
+            batch = sample_windows(off, buf, k_sample, batch_size, horizon, windows, px)
+            if px is not None and px.p_aug > 0:
+                batch = augment(batch, augment_key(k_sample), px)
             agent_state, metrics = agent.update(agent_state, batch, k_update)
             return (agent_state, key), metrics
 

@@ -118,6 +118,19 @@ def resume_group(path: str | pathlib.Path, steps: int | None = None, log=print) 
     return train_group(run, name, cfg, seeds, dirs, resume=True, log=log, group_dir=path)
 
 
+def pixels_of_run(agent_cfg, run):
+    """The :class:`rql.pixels.Pixels` a saved run trained with (its agent's ``image_shape`` is the stacked
+    ``(H, W, K * C)``); None for state observations."""
+    shape = tuple(getattr(agent_cfg, "image_shape", ()) or ())
+    if not shape:
+        return None
+    from rql.pixels import Pixels
+
+    h, w, kc = shape
+    k = max(1, int(run.frame_stack))
+    return Pixels((h, w, kc // k), k, float(run.p_aug))
+
+
 def restore_agent(run_dir: str | pathlib.Path, checkpoint: int | None = None, log=print):
     """The agent and the saved train state of a run (latest readable checkpoint unless ``checkpoint``)."""
     run, agent_name, agent_cfg, doc = load_run_config(run_dir)
@@ -126,7 +139,7 @@ def restore_agent(run_dir: str | pathlib.Path, checkpoint: int | None = None, lo
     try:
         # checkpoints of the online phase hold the buffer too
         capacity = doc["online"]["capacity"] if run.online_steps > 0 and doc.get("online") else 0
-        template = checkpoint_template(agent, run, run.seed, capacity)
+        template = checkpoint_template(agent, run, run.seed, capacity, pixels_of_run(agent_cfg, run))
         if checkpoint is not None:
             ts, step = ckpts.restore(checkpoint, template), checkpoint
         else:

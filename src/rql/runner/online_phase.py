@@ -6,6 +6,10 @@ compiled policy and step), one environment step of every seed per dispatch, unti
 Acting: one batched policy call for the seeds that need a new chunk (the current actor, fresh
 noise per chunk, see :mod:`rql.online`), the chunk executed open loop, a new chunk at every
 episode start; episode ``e`` of seed ``k`` is reset with ``ENV_SEED_BASE + k * 100_003 + e``.
+
+Image observations: each training environment stacks its frames as the data is stacked
+(``make_env(task, frame_stack=K)``, :func:`rql.pixels.stack_env`) and the policy reads the stacked
+frames (uint8, flat); the buffer gets the newest single frame of every step (:func:`newest_frame`).
 """
 
 from __future__ import annotations
@@ -30,6 +34,14 @@ from rql.runner.setup import Group
 LAST_STEPS_LOGGED = 1000  # with --log-every 0, the final row is the mean of this many last steps
 
 
+def newest_frame(obs: np.ndarray, px) -> np.ndarray:
+    """The newest single frame (``H * W * C``, flat) of stacked observations ``(..., H * W * K * C)``
+    (frames concatenated along the channels, oldest first)."""
+    h, w, c = px.frame_shape
+    x = np.asarray(obs).reshape(*obs.shape[:-1], h, w, px.frame_stack * c)
+    return np.ascontiguousarray(x[..., -c:]).reshape(*obs.shape[:-1], h * w * c)
+
+
 class OnlinePhase:
     """The online loop of a group: one training environment per seed, one batched policy call
     for the seeds that need a chunk, one compiled call per environment step of all seeds. Its
@@ -43,17 +55,20 @@ class OnlinePhase:
         run, agent, seeds = g.run, g.agent, list(g.seeds)
         self.options, self.agent, self.cfg, self.seeds, self.end = run, agent, g.agent_cfg, seeds, end
         self.off, self.offline_size, self.capacity = g.data, int(g.dataset.size), int(g.online_capacity)
+        self.px = px = g.pixels
         kw = {"max_episode_steps": run.online_episode_steps} if run.online_episode_steps else {}
+        if px is not None:  # the policy reads stacked frames, as in training and evaluation
+            kw["frame_stack"] = px.frame_stack
         self.envs = [make_env(run.task, **kw) for _ in seeds]
         self.policy = make_online_policy(agent)
-        self.step_fn = make_online_step(agent, g.agent_cfg.horizon, g.agent_cfg.batch_size, run.utd)
+        self.step_fn = make_online_step(agent, g.agent_cfg.horizon, g.agent_cfg.batch_size, run.utd, px)
         self.base_keys = jnp.stack([jax.random.fold_in(jax.random.PRNGKey(s), ONLINE_KEY) for s in seeds])
         n = len(seeds)
         self.meta = init_meta(n)
         windows = windows_of(agent)
-        self.buf = jax.vmap(lambda _: init_online_buffer(self.capacity, agent.obs_dim, agent.action_dim, windows))(
-            jnp.arange(n))
-        self.obs = np.zeros((n, agent.obs_dim), np.float32)
+        self.buf = jax.vmap(lambda _: init_online_buffer(self.capacity, agent.obs_dim, agent.action_dim, windows,
+                                                         px))(jnp.arange(n))
+        self.obs = np.zeros((n, agent.obs_dim), np.float32 if px is None else np.uint8)
         self.queue: list[list[np.ndarray]] = [[] for _ in seeds]
         self.ep_return = np.zeros(n)
         self.ep_len = np.zeros(n, np.int64)
@@ -113,10 +128,11 @@ class OnlinePhase:
     def step(self, ts):
         """One environment step of every seed, appended to its buffer, then ``utd`` updates each."""
         self._draw_chunks(ts)
-        n = len(self.seeds)
-        tr = {"observations": self.obs.copy(), "actions": np.zeros((n, self.agent.action_dim), np.float32),
+        n, px = len(self.seeds), self.px
+        stored = self.obs.copy() if px is None else newest_frame(self.obs, px)  # the buffer holds single frames
+        tr = {"observations": stored, "actions": np.zeros((n, self.agent.action_dim), np.float32),
               "rewards": np.zeros(n, np.float32), "masks": np.zeros(n, np.float32), "done": np.zeros(n, np.float32),
-              "next_observations": np.zeros_like(self.obs)}
+              "next_observations": np.zeros_like(stored)}
         for g, env in enumerate(self.envs):
             a = self.queue[g].pop(0)
             o, r, terminated, truncated, info = env.step(a)
@@ -127,7 +143,7 @@ class OnlinePhase:
             self.ep_return[g] += float(r)
             self.ep_len[g] += 1
             self.obs[g] = o
-            tr["next_observations"][g] = o
+            tr["next_observations"][g] = o if px is None else newest_frame(np.asarray(o), px)
             if terminated or truncated:
                 self.finished[g].append((float(info.get("success", 0.0)), float(self.ep_return[g]), int(self.ep_len[g])))
                 self.total_episodes[g] += 1

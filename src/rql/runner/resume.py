@@ -29,13 +29,13 @@ class Start:
     """The whole restored state when it was saved in the online phase (buffer and counters)."""
 
 
-def checkpoint_template(agent, run, seed: int, online_capacity: int = 0):
+def checkpoint_template(agent, run, seed: int, online_capacity: int = 0, px=None):
     """The shapes of one seed's checkpoint, for restoring. With an online phase, checkpoints past the
     offline steps also hold the online buffer, and the template is a function of the step."""
     template = jax.eval_shape(lambda: init_train_state(agent, seed))  # shapes only: nothing is computed
     if not online_capacity:
         return template
-    on_template = online_template(agent, seed, online_capacity)
+    on_template = online_template(agent, seed, online_capacity, px)
     return lambda s: on_template if s > run.steps else template
 
 
@@ -50,7 +50,7 @@ def restore_or_start(g: Group, resume: bool, log) -> Start:
     if resume:
         if g.online_capacity:
             check_online_resume(g.run, g.members[0].dir)
-        template = checkpoint_template(g.agent, g.run, g.seeds[0], g.online_capacity)
+        template = checkpoint_template(g.agent, g.run, g.seeds[0], g.online_capacity, g.pixels)
         resume_step, restored = restore_group(g.members, template, log)
         if resume_step is not None:
             ts = restored
