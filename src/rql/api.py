@@ -192,10 +192,9 @@ def evaluate(run_dir: str | os.PathLike, episodes: int = 50, checkpoint: int | N
         return evaluate_in_processes(run_dir, episodes, workers, seed=seed, checkpoint=checkpoint, envs=envs,
                                      first_episode=first_episode)
 
-    from rql.evaluation import EnvPool
     from rql.evaluation import evaluate as run_episodes
     from rql.evaluation import make_policy
-    from rql.runner.evaluator import eval_workers
+    from rql.runner.evaluator import eval_pool, eval_workers
     from rql.training import restore_agent
 
     if episodes <= 0:
@@ -208,7 +207,7 @@ def evaluate(run_dir: str | os.PathLike, episodes: int = 50, checkpoint: int | N
 
         select_gl_backend()  # before the environments import mujoco: EGL, else OSMesa
     size = max(1, min(envs, episodes))
-    pool = EnvPool(run.task, size, workers=eval_workers(env_workers, size, episodes))
+    pool = eval_pool(run.task, size, eval_workers(env_workers, size, episodes), run.frame_stack)
     pool.prepare(size)  # the workers start while this process makes its environments and compiles the policy
     from tqdm.auto import tqdm
 
@@ -225,7 +224,8 @@ def evaluate(run_dir: str | os.PathLike, episodes: int = 50, checkpoint: int | N
 
         log(f"rendering {video} episodes...")
         res["video"] = str(record_eval_video(run_dir, step, agent, ts["agent"], run.task, video, 10_000 + seed,
-                                             key=jax.random.PRNGKey(seed), size=video_size, prefix="eval_step_"))
+                                             key=jax.random.PRNGKey(seed), size=video_size, prefix="eval_step_",
+                                             frame_stack=run.frame_stack))
     return res
 
 

@@ -9,6 +9,12 @@ picks one before MuJoCo is imported: the one ``MUJOCO_GL`` asks for (the command
 The episodes are run by :func:`rql.evaluation.evaluate` itself, on environments that record a
 frame after every reset and step, so a video shows exactly what evaluation does: one batched
 policy call for every environment that needs a chunk, each chunk executed open loop.
+
+Visual tasks (image observations): the environments keep their own 64x64 observation camera and
+stack their frames as in training (``make_env(task, frame_stack=K)``), so the policy sees what it
+saw in training; the video's camera (the usual ``front`` camera at the video's size) is rendered by
+a renderer of its own, beside the environment's, and each tile shows that frame with the policy's
+newest 64x64 frame upscaled (nearest) to its right.
 """
 
 from __future__ import annotations
@@ -117,41 +123,108 @@ def _mj_model(env):
     return None
 
 
-class _Recorder:
-    """Forwards an environment and keeps an RGB frame after every reset and step."""
+VIDEO_CAMERA = "front"
+"""The camera of a visual task's videos (OGBench's usual camera; its observations use ``front_pixels``)."""
 
-    def __init__(self, env, shadows: bool):
+
+def upscale_nearest(frame: np.ndarray, size: int) -> np.ndarray:
+    """An ``(h, w, c)`` uint8 frame as ``(size, size, 3)``: nearest-neighbour upscaling (every output pixel
+    the input pixel it falls in), one channel repeated to three."""
+    h, w = frame.shape[:2]
+    rows, cols = (np.arange(size) * h) // size, (np.arange(size) * w) // size
+    out = frame[rows][:, cols]
+    return np.repeat(out, 3, axis=-1) if out.shape[-1] == 1 else out[..., :3]
+
+
+def newest_view(obs: np.ndarray, frame_shape) -> np.ndarray:
+    """The newest frame ``(H, W, C)`` of a stacked, flat observation (frames along the channels, oldest
+    first): what the policy saw last."""
+    h, w, c = frame_shape
+    return np.asarray(obs).reshape(h, w, -1)[..., -c:]
+
+
+class CameraRenderer:
+    """A renderer of its own for a visual environment's video camera, at ``size`` pixels, beside the
+    environment's 64x64 observation renderer (which it leaves as it is: the model's offscreen size and
+    quality are raised only while this renderer is made, then restored). Made again when the
+    environment compiles a new model."""
+
+    def __init__(self, size: int, shadows: bool = False, camera: str = VIDEO_CAMERA):
+        self.size, self.shadows, self.camera = int(size), shadows, camera
+        self.renderer, self.model = None, None
+
+    def render(self, env) -> np.ndarray:
+        import mujoco
+
+        u = env.unwrapped
+        m = _mj_model(u)
+        if self.renderer is None or self.model is not m:
+            self.close()
+            g, q = m.vis.global_, m.vis.quality
+            saved = (g.offwidth, g.offheight, q.shadowsize, q.offsamples)
+            g.offwidth, g.offheight = max(g.offwidth, self.size), max(g.offheight, self.size)
+            if not self.shadows:
+                q.shadowsize, q.offsamples = 0, 0
+            try:
+                self.renderer = mujoco.Renderer(m, self.size, self.size)
+            finally:
+                g.offwidth, g.offheight, q.shadowsize, q.offsamples = saved
+            self.model = m
+        option = getattr(u, "_scene_option", None)
+        self.renderer.update_scene(getattr(u, "_data"), camera=self.camera, **({"scene_option": option} if option else {}))
+        return np.array(self.renderer.render(), dtype=np.uint8, copy=True)
+
+    def close(self) -> None:
+        if self.renderer is not None:
+            self.renderer.close()
+        self.renderer, self.model = None, None
+
+
+class _Recorder:
+    """Forwards an environment and keeps an RGB frame after every reset and step. With ``camera`` (a
+    :class:`CameraRenderer`: a visual task's environment of stacked frames) the frame is that camera's
+    image beside the policy's newest observation frame, upscaled to the same height."""
+
+    def __init__(self, env, shadows: bool, camera: CameraRenderer | None = None):
         self.env = env
         self.shadows = shadows
+        self.camera = camera
         self.frames: list[np.ndarray] = []
         self.success: bool | None = None
 
     def __getattr__(self, name):  # observation_space, action_space, spec, ...
         return getattr(self.env, name)
 
-    def _frame(self) -> None:
-        self.frames.append(np.array(self.env.unwrapped.render(), dtype=np.uint8, copy=True))
+    def _frame(self, obs) -> None:
+        if self.camera is None:
+            self.frames.append(np.array(self.env.unwrapped.render(), dtype=np.uint8, copy=True))
+            return
+        view = upscale_nearest(newest_view(obs, self.env.frame_shape), self.camera.size)
+        self.frames.append(np.concatenate([self.camera.render(self.env), view], axis=1))
 
     def reset(self, **kwargs):
         out = self.env.reset(**kwargs)
         m = _mj_model(self.env.unwrapped)
-        if m is not None and not self.shadows:
+        if m is not None and not self.shadows and self.camera is None:
             # Read when the renderer is made (first frame). Software GL spends most of a frame on the
-            # 4096^2 shadow maps and multisampling; without them it is several times faster.
+            # 4096^2 shadow maps and multisampling; without them it is several times faster. (A visual
+            # task's own observation renderer is left alone: the policy sees what it saw in training.)
             m.vis.quality.shadowsize = 0
             m.vis.quality.offsamples = 0
         self.frames, self.success = [], None
-        self._frame()
+        self._frame(out[0])
         return out
 
     def step(self, action):
         out = self.env.step(action)
-        self._frame()
+        self._frame(out[0])
         if out[2] or out[3]:
             self.success = float(out[4].get("success", 0.0)) > 0.5
         return out
 
     def close(self):
+        if self.camera is not None:
+            self.camera.close()
         u = self.env.unwrapped
         for name in ("_renderer", "custom_renderer"):  # ogbench's manipulation / maze renderers
             r = getattr(u, name, None)
@@ -188,6 +261,7 @@ def render_episodes(
     policy=None,
     shadows: bool = False,
     label: bool = True,
+    frame_stack: int = 1,
 ) -> RenderedEpisodes:
     """Run ``episodes`` evaluation episodes of ``task`` side by side (episode ``i`` reset with
     ``seed + i``, policy noise from ``key``) exactly as :func:`rql.evaluation.evaluate` runs them,
@@ -197,18 +271,24 @@ def render_episodes(
     early holds its last frame; empty cells are black), each tile labelled "success" or "fail".
     ``policy``: a compiled ``make_policy(agent, episodes)`` to reuse. ``shadows``: MuJoCo's shadows
     and multisampling, off by default because software rendering is then several times slower.
-    The environments are closed before returning.
+    Visual tasks: the environments observe 64x64 frames stacked ``frame_stack`` deep, as the policy was
+    trained, and each tile is ``size`` x ``2 size``: the video camera, then the policy's own newest frame
+    upscaled (nearest). The environments are closed before returning.
     """
     from rql.data.loading import make_env
     from rql.evaluation import evaluate, make_policy
+    from rql.pixels import is_visual
 
     if episodes <= 0:
         raise RQLError("the number of episodes to render must be positive")
     if size < 16:
         raise RQLError(f"frames of {size} pixels are too small; give 16 or more")
     select_gl_backend()
-    # the evaluation environments (rql.training.make_eval_envs), at the frame size asked for
-    envs = [_Recorder(make_env(task, width=size, height=size), shadows) for _ in range(episodes)]
+    if is_visual(task):  # the observation stays what the policy saw in training; the video camera is apart
+        envs = [_Recorder(make_env(task, frame_stack=frame_stack), shadows, CameraRenderer(size, shadows))
+                for _ in range(episodes)]
+    else:  # the evaluation environments (rql.training.make_eval_envs), at the frame size asked for
+        envs = [_Recorder(make_env(task, width=size, height=size), shadows) for _ in range(episodes)]
     try:
         fps = _control_fps(envs[0])
         if policy is None:
@@ -359,6 +439,7 @@ def record_eval_video(
     policy=None,
     prefix: str = "step_",
     tag: str = "eval/video",
+    frame_stack: int = 1,
 ) -> pathlib.Path:
     """Render ``episodes`` evaluation episodes (:func:`render_episodes`) to
     ``run_dir/videos/<prefix><step>.mp4`` and return its path.
@@ -366,13 +447,14 @@ def record_eval_video(
     Also adds the video to the tensorboardX ``SummaryWriter`` ``tb`` (an animated GIF under
     ``tag`` in the Images tab) and to the W&B run ``wb`` (``wandb.Video`` under ``tag``), when
     given. Episode ``i`` is reset with ``seed + i``; the policy noise comes from ``key`` (default:
-    ``seed`` folded with ``step``). Keeps no state between calls and closes its environments.
+    ``seed`` folded with ``step``). ``frame_stack``: frames per observation of a visual task's policy.
+    Keeps no state between calls and closes its environments.
     """
     import jax
 
     if key is None:
         key = jax.random.fold_in(jax.random.PRNGKey(seed), step)
-    rec = render_episodes(agent, agent_state, task, episodes, key, seed, size, policy=policy)
+    rec = render_episodes(agent, agent_state, task, episodes, key, seed, size, policy=policy, frame_stack=frame_stack)
     path = write_video(pathlib.Path(run_dir) / "videos" / f"{prefix}{step}.mp4", rec.frames, rec.fps)
     if tb is not None:
         add_tensorboard_video(tb, tag, rec.frames, rec.fps, step)

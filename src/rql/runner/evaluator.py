@@ -36,6 +36,15 @@ def prepare_videos(run: RunConfig) -> None:
         select_gl_backend()  # EGL, else OSMesa
 
 
+def eval_pool(task: str, size: int, workers: int, frame_stack: int = 1) -> EnvPool:
+    """The pool of evaluation environments of ``task``; a visual task's observe their frames stacked
+    ``frame_stack`` deep as in training, every environment with its own model."""
+    if is_visual(task):
+        return EnvPool(task, size, share_model=False, workers=workers, env_kwargs={"frame_stack": frame_stack},
+                       lean=False)
+    return EnvPool(task, size, workers=workers)
+
+
 def open_eval_envs(run: RunConfig, n_members: int, opened: list) -> EnvPool | list:
     """Open the pool of evaluation environments that every seed shares, into ``opened`` (the
     caller closes it, also when this fails half way). Its first environment
@@ -48,11 +57,7 @@ def open_eval_envs(run: RunConfig, n_members: int, opened: list) -> EnvPool | li
     episodes = max(run.eval_episodes, run.final_eval_episodes or 0)
     size = max(1, min(run.eval_envs, n_members * episodes))
     workers = eval_workers(run.eval_workers, size, n_members * episodes)
-    if is_visual(run.task):  # image observations, stacked as in training; every environment its own model
-        pool = EnvPool(run.task, size, share_model=False, workers=workers, env_kwargs={"frame_stack": run.frame_stack},
-                       lean=False)
-    else:
-        pool = EnvPool(run.task, size, workers=workers)
+    pool = eval_pool(run.task, size, workers, run.frame_stack)
     opened.append(pool)
     pool.first()
     if run.eval_episodes <= 0:
@@ -105,4 +110,4 @@ class Evaluator:
         from rql.video import record_eval_video
 
         record_eval_video(m.dir, step, self.agent, agent_state, self.run.task, self.run.video_episodes,
-                          m.seed * 100_003, tb=m.tb, wb=m.wb)
+                          m.seed * 100_003, tb=m.tb, wb=m.wb, frame_stack=self.run.frame_stack)
