@@ -139,7 +139,13 @@ class Policy:
         def box(bound, shape):
             return gymnasium.spaces.Box(np.full(shape, -bound, np.float32), np.full(shape, bound, np.float32))
 
-        self.observation_space = box(np.inf, (self.obs_dim,))
+        cfg = agent.config
+        self.image_shape = tuple(cfg.image_shape) if getattr(cfg, "encoder", "none") != "none" and cfg.image_shape else None
+        """Images: (H, W, K * C), the ``frame_stack`` newest frames stacked along the channels (oldest first)."""
+        self.frame_stack = int(getattr(run, "frame_stack", 1))
+        self._obs_dtype = "uint8" if self.image_shape else "float32"
+        self.observation_space = (gymnasium.spaces.Box(0, 255, (self.obs_dim,), np.uint8) if self.image_shape
+                                  else box(np.inf, (self.obs_dim,)))
         self.action_space = box(1.0, (self.action_dim,))
         self.chunk_space = box(1.0, (self.horizon, self.action_dim))
         self._act = jax.jit(agent.act)
@@ -148,9 +154,9 @@ class Policy:
     def __call__(self, obs, key):
         import numpy as np
 
-        obs = np.asarray(obs, np.float32)
-        if obs.ndim != 2 or obs.shape[1] != self.obs_dim:
-            raise RQLError(f"observations of shape {obs.shape}; this policy takes (batch, {self.obs_dim})")
+        from rql.exported import observation_batch
+
+        obs = observation_batch(obs, self.obs_dim, self._obs_dtype, self.image_shape)
         return np.asarray(self._act(self.state, obs, key))
 
     def act(self, obs, key=None):
@@ -159,7 +165,7 @@ class Policy:
 
         if key is None:
             self._key, key = jax.random.split(self._key)
-        return self(np.asarray(obs, np.float32)[None], key)[0]
+        return self(np.asarray(obs)[None], key)[0]
 
     def __repr__(self) -> str:
         return (f"Policy(agent={self.name!r}, checkpoint={self.checkpoint}, obs_dim={self.obs_dim}, "
