@@ -47,7 +47,7 @@ def main() -> None:
     from rql.data.dataset import validate
     from rql.data.device import to_device
     from rql.data.host_frames import HostFrames, block_cap, bytes_per_update, without_frames
-    from rql.learner import init_group_state, make_group_block, windows_of
+    from rql.learner import image_block_cap, init_group_state, make_group_block, windows_of
     from rql.pixels import describe_pixels, free_device_bytes, pixels_for, place_frames
 
     t0 = time.perf_counter()
@@ -68,16 +68,18 @@ def main() -> None:
     cfg = build_config(a.agent, None, "small", {"encoder": a.encoder, "image_shape": px.image_shape,
                                                  "batch_size": a.batch_size, "horizon": h})
     agent = make_agent(a.agent, cfg, px.obs_dim, 5)
-    block = max(1, a.updates)
+    cap = image_block_cap()  # as rql train: one update per dispatch, written out, on a CPU
+    block = max(1, min(a.updates, cap or a.updates))
     if where == "device":
         line = describe_pixels(px, ds, where, free)
         data = to_device(ds)
-        run = make_group_block(agent, h, a.batch_size, block, px)
+        run = make_group_block(agent, h, a.batch_size, block, px, unroll=cap is not None)
     else:
         block = min(block, block_cap(ds, a.batch_size, h, a.frame_stack, 1))
         line = describe_pixels(px, ds, where, free, block, block * bytes_per_update(ds, a.batch_size, h, a.frame_stack, 1))
         data = without_frames(ds)
-        run = HostFrames(ds, make_group_block(agent, h, a.batch_size, block, px, host=True), a.batch_size, h, block,
+        run = HostFrames(ds, make_group_block(agent, h, a.batch_size, block, px, host=True, unroll=cap is not None),
+                         a.batch_size, h, block,
                          windows_of(agent), a.frame_stack)
     print(line, flush=True)
     rss_device = rss_mib()

@@ -54,7 +54,8 @@ def windows_of(agent) -> str:
     return getattr(agent.config, "windows", "rql")
 
 
-def _block_fn(agent, horizon: int, batch_size: int, block: int, px: Pixels | None = None, host: bool = False):
+def _block_fn(agent, horizon: int, batch_size: int, block: int, px: Pixels | None = None, host: bool = False,
+              unroll: bool = False):
     windows = windows_of(agent)
 
     def run_block(ts, data: DeviceDataset, frames=None):
@@ -69,11 +70,20 @@ def _block_fn(agent, horizon: int, batch_size: int, block: int, px: Pixels | Non
             return (agent_state, key), metrics
 
         (agent_state, key), metrics = jax.lax.scan(one, (ts["agent"], ts["key"]), frames if host else None,
-                                                   length=block)
+                                                   length=block, unroll=block if unroll else 1)
         out = {"agent": agent_state, "key": key, "step": ts["step"] + block}
         return out, jax.tree_util.tree_map(jnp.mean, metrics)
 
     return run_block
+
+
+def image_block_cap() -> int | None:
+    """Updates per block for agents on images: one, written out (``unroll``), on XLA's CPU backend, which
+    runs the encoders' convolutions about 3.5 times slower inside a loop (a scan of two FQL updates on
+    stacked 64x64 frames took 26-27 s per update where the update alone took 6-8 s:
+    benchmarks/PIXELS_FQL.md); None (no cap) elsewhere. An update on images takes seconds on a CPU, so one
+    dispatch per update costs nothing that shows."""
+    return 1 if jax.default_backend() == "cpu" else None
 
 
 def make_block(agent, horizon: int, batch_size: int, block: int, px: Pixels | None = None):
@@ -82,7 +92,8 @@ def make_block(agent, horizon: int, batch_size: int, block: int, px: Pixels | No
     return jax.jit(_block_fn(agent, horizon, batch_size, block, px), donate_argnums=(0,))
 
 
-def make_group_block(agent, horizon: int, batch_size: int, block: int, px: Pixels | None = None, host: bool = False):
+def make_group_block(agent, horizon: int, batch_size: int, block: int, px: Pixels | None = None, host: bool = False,
+                     unroll: bool = False):
     """A compiled ``(group_state, data) -> (group_state, metrics)`` running ``block`` updates of every
     seed at once; the data is shared, each seed samples its own windows with its own key. Metrics
     are per seed (leading axis ``N``), each the mean over the block.
@@ -94,7 +105,7 @@ def make_group_block(agent, horizon: int, batch_size: int, block: int, px: Pixel
     A group of one seed runs the unstacked block on its only member: ``vmap`` over an axis of
     length 1 turns every matrix product into a batched one, which XLA's CPU backend runs about 17%
     slower (``rql bench throughput --seeds 1`` against ``--seeds 0``, small network, 2-core CPU)."""
-    one_seed = _block_fn(agent, horizon, batch_size, block, px, host)
+    one_seed = _block_fn(agent, horizon, batch_size, block, px, host, unroll)
     seeds = jax.vmap(one_seed, in_axes=(0, None, 0 if host else None))
 
     def run_group_block(group_state, data: DeviceDataset, frames=None):

@@ -14,7 +14,7 @@ from rql.agents import make_agent
 from rql.data.dataset import Dataset
 from rql.data.device import to_device
 from rql.errors import RQLError
-from rql.learner import make_group_block, windows_of
+from rql.learner import image_block_cap, make_group_block, windows_of
 from rql.pixels import describe_pixels, free_device_bytes, pixels_for, place_frames
 from rql.runner.config import RunConfig, block_size, validate
 from rql.runner.evaluator import open_eval_envs, prepare_videos
@@ -141,10 +141,11 @@ def set_up_frames(g: Group, log) -> None:
     run, cfg, px = g.run, g.agent_cfg, g.pixels
     free = free_device_bytes()
     where = place_frames(g.dataset, run.frame_placement, free)
+    cap = image_block_cap()  # one update per dispatch, written out, on a CPU
     if where == "device":
         log(describe_pixels(px, g.dataset, where, free))
-        g.block = block_size(run)
-        g.run_block = make_group_block(g.agent, cfg.horizon, cfg.batch_size, g.block, px)
+        g.block = block_size(run, cap=cap)
+        g.run_block = make_group_block(g.agent, cfg.horizon, cfg.batch_size, g.block, px, unroll=cap is not None)
         g.data = to_device(g.dataset)
         return
     if run.online_steps:
@@ -152,8 +153,9 @@ def set_up_frames(g: Group, log) -> None:
                        "on the host (too large for it, or --frame-placement host); train offline only, or use a "
                        "smaller dataset")
     seeds = len(g.seeds)
-    g.block = block_size(run, cap=block_cap(g.dataset, cfg.batch_size, cfg.horizon, px.frame_stack, seeds))
-    compiled = make_group_block(g.agent, cfg.horizon, cfg.batch_size, g.block, px, host=True)
+    fits = block_cap(g.dataset, cfg.batch_size, cfg.horizon, px.frame_stack, seeds)
+    g.block = block_size(run, cap=min(fits, cap or fits))
+    compiled = make_group_block(g.agent, cfg.horizon, cfg.batch_size, g.block, px, host=True, unroll=cap is not None)
     g.host_frames = HostFrames(g.dataset, compiled, cfg.batch_size, cfg.horizon, g.block, windows_of(g.agent),
                                px.frame_stack)
     g.run_block = g.host_frames
