@@ -263,3 +263,10 @@ def test_an_exported_pixel_policy_reads_uint8_images(tmp_path):
     np.testing.assert_array_equal(np.asarray(policy(obs.reshape(3, -1), key)), want)
     with pytest.raises(RQLError, match="reads uint8 images"):
         policy(obs.astype(np.float32) / 255, key)
+
+
+def test_a_visual_task_takes_its_state_tasks_settings():
+    for name in ("rql", "fql"):
+        state = build_config(name, "cube-double-play-singletask-task2-v0")
+        visual = build_config(name, "visual-cube-double-play-singletask-task2-v0")
+        assert visual == state and state.horizon == 5

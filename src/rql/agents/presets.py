@@ -36,8 +36,9 @@ _FAMILIES = (
 
 
 def env_family(task: str) -> str | None:
-    """The environment family a task name belongs to, or None."""
-    name = task.split("/")[-1]
+    """The environment family a task name belongs to, or None. A visual task (``visual-cube-single-...``) is
+    its state task's family: it takes the same settings (our choice; the paper trains on states only)."""
+    name = task.split("/")[-1].removeprefix("visual-")
     for fam in sorted(_FAMILIES, key=len, reverse=True):
         if name == fam or name.startswith(fam + "-"):
             return fam
