@@ -27,7 +27,8 @@ One configuration per process (peak RSS is per process), one after the other:
     in each of ``--modes``: ``update`` (the learner's sampling and shift jitted as one function,
     ``agent.update`` as another, one call each per update: no ``lax.scan``), ``dispatch``
     (``rql.learner.make_group_block``, the block ``rql train`` runs, with 1 update per block) and ``scan``
-    (the same block with all ``--updates`` in it). ``compile_s``: ahead-of-time lowering and compilation.
+    (the same block with all ``--updates`` in it), ``unrolled`` (``make_group_block(..., unroll=True)`` with 1
+    update per block, what ``rql train`` runs for image agents on a CPU since the learner's image cap). ``compile_s``: ahead-of-time lowering and compilation.
     On the CPU, with an image encoder, the block is many times slower than the update alone
     (``benchmarks/PIXELS_FQL.md``), so ``dispatch`` and ``scan`` can take many minutes.
 ``fql-small``, ``rql-small``
@@ -54,7 +55,7 @@ BATCH = 256
 FRAME_STACK = 3
 P_AUG = 0.5
 IMPLS = ("fql-ref", "fql", "rql", "fql-small", "rql-small")
-MODES = ("update", "dispatch", "scan")
+MODES = ("update", "dispatch", "unrolled", "scan")
 
 
 def rss_mib() -> float:
@@ -214,7 +215,10 @@ def run_ours(agent_name: str, preset: str | None, encoder: str, n_frames: int, u
             print(f"{agent_name} {encoder} {mode}: {out[mode]}", file=sys.stderr, flush=True)
             continue
         block = updates if mode == "scan" else 1
-        run = make_group_block(agent, cfg.horizon, BATCH, block, px)
+        if mode == "unrolled":  # the block written out (no loop), as rql train runs image agents on a CPU
+            run = make_group_block(agent, cfg.horizon, BATCH, block, px, unroll=True)
+        else:
+            run = make_group_block(agent, cfg.horizon, BATCH, block, px)
         t = time.perf_counter()
         compiled = run.lower(state, data).compile()
         compile_s = time.perf_counter() - t
