@@ -69,8 +69,15 @@ def _block_fn(agent, horizon: int, batch_size: int, block: int, px: Pixels | Non
             agent_state, metrics = agent.update(agent_state, batch, k_update)
             return (agent_state, key), metrics
 
-        (agent_state, key), metrics = jax.lax.scan(one, (ts["agent"], ts["key"]), frames if host else None,
-                                                   length=block, unroll=block if unroll else 1)
+        carry = (ts["agent"], ts["key"])
+        if unroll:  # the updates written out one after another, no loop (a scan of length 1 still is one)
+            rows = []
+            for i in range(block):
+                carry, m = one(carry, jax.tree_util.tree_map(lambda x: x[i], frames) if host else None)
+                rows.append(m)
+            (agent_state, key), metrics = carry, jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *rows)
+        else:
+            (agent_state, key), metrics = jax.lax.scan(one, carry, frames if host else None, length=block)
         out = {"agent": agent_state, "key": key, "step": ts["step"] + block}
         return out, jax.tree_util.tree_map(jnp.mean, metrics)
 
@@ -78,11 +85,11 @@ def _block_fn(agent, horizon: int, batch_size: int, block: int, px: Pixels | Non
 
 
 def image_block_cap() -> int | None:
-    """Updates per block for agents on images: one, written out (``unroll``), on XLA's CPU backend, which
-    runs the encoders' convolutions about 3.5 times slower inside a loop (a scan of two FQL updates on
-    stacked 64x64 frames took 26-27 s per update where the update alone took 6-8 s:
-    benchmarks/PIXELS_FQL.md); None (no cap) elsewhere. An update on images takes seconds on a CPU, so one
-    dispatch per update costs nothing that shows."""
+    """Updates per block for agents on images: one, written out (``unroll``: no loop at all), on XLA's CPU
+    backend, which runs the encoders' convolutions inside a loop in other layouts and many times slower (FQL
+    on stacked 64x64 frames at batch 256: 342 s per update inside a scan of length one, 13 s outside,
+    ``impala_small``; 3.5x at ``impala_debug``: benchmarks/README.md, "Pixels"); None (no cap) elsewhere.
+    An update on images takes seconds on a CPU, so one dispatch per update costs nothing that shows."""
     return 1 if jax.default_backend() == "cpu" else None
 
 
