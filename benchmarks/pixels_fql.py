@@ -30,7 +30,7 @@ One configuration per process (peak RSS is per process), one after the other:
     (the same block with all ``--updates`` in it), ``unrolled`` (``make_group_block(..., unroll=True)`` with 1
     update per block, what ``rql train`` runs for image agents on a CPU since the learner's image cap). ``compile_s``: ahead-of-time lowering and compilation.
     On the CPU, with an image encoder, the block is many times slower than the update alone
-    (``benchmarks/PIXELS_FQL.md``), so ``dispatch`` and ``scan`` can take many minutes.
+    (``benchmarks/pixels_fql.md``), so ``dispatch`` and ``scan`` can take many minutes.
 ``fql-small``, ``rql-small``
     the same with ``--preset small`` (2x256, 2 critics).
 

@@ -250,7 +250,7 @@ def describe_pixels(px: Pixels, dataset, where: str = "device", free: int | None
         place = f"on the device{free_s}"
     else:
         place = (f"kept on the host{free_s.replace('there', 'on the device')}: each block's windows "
-                 f"({block} updates, {_amount(block_bytes)}) gathered there while the previous block trains")
+                 f"({block} update{'s' if block != 1 else ''}, {_amount(block_bytes)}) gathered there while the previous block trains")
     return f"pixels: {n:,} frames {h}x{w}x{c} uint8 ({amount}) {place}, {px.frame_stack} stacked, shift p={px.p_aug:g} pad {px.pad}"
 
 
