@@ -66,7 +66,6 @@ class _Ends:
 
     def __init__(self, f: WindowFrames):
         self.f = f
-        self.shape = (None, f.ends.shape[-1])
 
     def __getitem__(self, e):
         return self.f.ends

@@ -125,10 +125,13 @@ def set_up(g: Group, agent_cfg, dataset: Dataset | None = None, log=print) -> No
     if g.pixels is not None and g.sharded is None:
         set_up_frames(g, log)
         return
-    if g.pixels is not None:
+    cap = None
+    if g.pixels is not None:  # shards of images: each shard on the device, one update per dispatch on a CPU
         log(describe_pixels(g.pixels, g.dataset, "device", free_device_bytes()))
-    g.block = block_size(run, g.sharded is not None)
-    g.run_block = make_group_block(g.agent, agent_cfg.horizon, agent_cfg.batch_size, g.block, g.pixels)
+        cap = image_block_cap()
+    g.block = block_size(run, g.sharded is not None, cap=cap)
+    g.run_block = make_group_block(g.agent, agent_cfg.horizon, agent_cfg.batch_size, g.block, g.pixels,
+                                   unroll=cap is not None)
     g.data = g.sharded.data(0) if g.sharded else to_device(g.dataset)
 
 
