@@ -258,7 +258,7 @@ def test_an_exported_pixel_policy_reads_uint8_images(tmp_path):
     policy = load_exported(tmp_path / "p.rqlx")
     obs = np.random.default_rng(0).integers(0, 256, (3, H, W, 6)).astype(np.uint8)
     key = jax.random.PRNGKey(4)
-    want = np.asarray(agent.act(state, jnp.asarray(obs.reshape(3, -1)), key))
+    want = np.asarray(jax.jit(agent.act)(state, jnp.asarray(obs.reshape(3, -1)), key))  # as training's evaluation acts
     np.testing.assert_array_equal(np.asarray(policy(obs, key)), want)
     np.testing.assert_array_equal(np.asarray(policy(obs.reshape(3, -1), key)), want)
     with pytest.raises(RQLError, match="reads uint8 images"):

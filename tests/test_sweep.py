@@ -1,7 +1,7 @@
 """``rql sweep``: plans, a sweep on a local Ray, and a sweep on a two-node Ray cluster started here.
 
 The runs are tiny (8-unit networks, 20 updates, one evaluation episode) on the small recorded
-dataset of conftest.py; both task names below read the same file, cube-single-play-v0.npz.
+dataset of conftest.py (cube-single-play-v0.npz).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from rql.cli import main
 from rql.errors import RQLError
 
 T1 = "cube-single-play-singletask-task1-v0"
-T2 = "cube-single-play-singletask-task2-v0"
 # Networks this small compile in half the time of 2x16 ones; compiling dominates these tests.
 TINY = ["agent.actor_hidden_dims=[8]", "rql.value_hidden_dims=[8]", "rql.ensemble=2", "agent.batch_size=8",
         "agent.horizon=1", "agent.flow_steps=1", "run.tensorboard=false", "run.updates_per_dispatch=10"]
@@ -119,13 +118,13 @@ def test_plan_errors_are_one_line(tmp_path, capsys):
 def test_local_sweep_finishes_skips_and_isolates_a_bad_cell(tiny_ogbench, tmp_path, capsys, monkeypatch, jax_cache,
                                                              quick_compiles):
     out = tmp_path / "sweep"
-    argv = ["sweep", "--tasks", f"{T1},{T2}", "--agents", "rql,flow-bc", "--seeds", "0,1", "--out", str(out),
+    argv = ["sweep", "--tasks", T1, "--agents", "rql,flow-bc", "--seeds", "0,1", "--out", str(out),
             "--dataset-dir", str(tiny_ogbench.parent), *SCHEDULE, "--seeds-per-run", "2", "--num-cpus", "2",
             "--compile-cache", str(jax_cache), "--grid", "flow-bc.lr=0.001,bad", "--set", *TINY]
     assert main(argv) == 1
     cap = capsys.readouterr()
     cells = cells_of(out)
-    assert len(cells) == 2 * 3 * 2
+    assert len(cells) == 3 * 2  # (rql, flow-bc lr=0.001, flow-bc lr=bad) x 2 seeds
     good = {d: c for d, c in cells.items() if "lr=bad" not in d}
     bad = {d: c for d, c in cells.items() if "lr=bad" in d}
     assert {c["label"] for c in good.values()} == {"rql", "flow-bc-lr=0.001"}
@@ -135,8 +134,8 @@ def test_local_sweep_finishes_skips_and_isolates_a_bad_cell(tiny_ogbench, tmp_pa
         assert json.loads((run / "summary.json").read_text())["steps"] == 20
         assert json.loads((run / "config.json").read_text())["label"] == c["label"]
         assert c["node_id"] and c["hostname"] == socket.gethostname() and c["wall_time_s"] > 0
-    # Two seeds of a cell share a trial (--seeds-per-run 2): 4 trials for the 8 good cells.
-    assert len({c["trial"] for c in good.values()}) == 4
+    # Two seeds of a cell share a trial (--seeds-per-run 2): 2 trials for the 4 good cells.
+    assert len({c["trial"] for c in good.values()}) == 2
     for d, c in good.items():
         sibling = d[:-1] + ("1" if d.endswith("0") else "0")
         assert cells[sibling]["trial"] == c["trial"]
@@ -144,12 +143,12 @@ def test_local_sweep_finishes_skips_and_isolates_a_bad_cell(tiny_ogbench, tmp_pa
         assert c["status"] == "failed" and c["error"] == "flow-bc.lr=bad: expected a number", c
         assert not (out / d).exists()
     last = cap.err.strip().splitlines()[-1]
-    assert "4 of 12 cells failed" in last and str(out / "sweep.json") in last
-    # The comparison of the whole grid, one row per (task, variant).
+    assert "2 of 6 cells failed" in last and str(out / "sweep.json") in last
+    # The comparison of the whole grid, one row per (task, variant) (plans of several tasks: test_plan_grid_...).
     with (out / "compare" / "comparison.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert sorted((r["task"], r["agent"], r["seeds"]) for r in rows) == sorted(
-        (t, a, "2") for t in (T1, T2) for a in ("rql", "flow-bc-lr=0.001"))
+        (T1, a, "2") for a in ("rql", "flow-bc-lr=0.001"))
     assert "| flow-bc-lr=0.001 |" in cap.out and (out / "compare" / f"{T1}.png").is_file()
 
     # The same command again: finished cells are skipped, nothing is trained or rewritten, no Ray.
@@ -165,7 +164,7 @@ def test_local_sweep_finishes_skips_and_isolates_a_bad_cell(tiny_ogbench, tmp_pa
 
     assert main(["sweep", "status", str(out)]) == 1
     status = capsys.readouterr().out
-    assert "12 cells: 4 failed, 8 skipped" in status and "flow-bc.lr=bad: expected a number" in status
+    assert "6 cells: 2 failed, 4 skipped" in status and "flow-bc.lr=bad: expected a number" in status
     assert "| rql |" in status
 
 

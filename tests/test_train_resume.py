@@ -1,29 +1,18 @@
+"""A run directory end to end (checkpoints, metrics, summary, TensorBoard, ``rql eval``). Kill -9 and resume:
+tests/test_groups.py (a run is a group of one seed; the same resume code), tests/test_online.py, test_pixels_train.py."""
+
 import csv
 import json
 import os
-import subprocess
-import sys
 
-import jax
 import numpy as np
 
 from rql.agents import build_config
-from rql.checkpoint import Checkpoints
-from rql.training import RunConfig, init_train_state, train
-from rql.agents import make_agent
+from rql.training import RunConfig, train
 
-from conftest import TASK, kill_9_after_checkpoints
+from conftest import TASK
 
 TINY = dict(actor_hidden_dims=(16, 16), value_hidden_dims=(16, 16), ensemble=2, batch_size=16, horizon=2)
-
-
-def final_params(run_dir, step):
-    cfg = build_config("rql", TASK, None, TINY)
-    agent = make_agent("rql", cfg, 28, 5)
-    ck = Checkpoints(os.path.join(run_dir, "checkpoints"))
-    ts = ck.restore(step, init_train_state(agent, 0))
-    ck.close()
-    return ts
 
 
 def test_end_to_end_run_directory(tiny_ogbench, tmp_path, capsys):
@@ -71,34 +60,6 @@ def test_end_to_end_run_directory(tiny_ogbench, tmp_path, capsys):
     assert pooled == pool_results(parts) and pooled["episodes"] == 3
     k = round(pooled["success"] * 3)
     assert (pooled["success_ci_low"], pooled["success_ci_high"]) == wilson_interval(k, 3)
-
-
-def _cli(*args):
-    return [sys.executable, "-m", "rql.cli", *args]
-
-
-def test_kill_9_then_resume_equals_uninterrupted(tiny_ogbench, tmp_path):
-    common = ["train", "--task", TASK, "--dataset-path", str(tiny_ogbench), "--eval-episodes", "0",
-              "--agent.actor-hidden-dims", "16", "16", "--agent.value-hidden-dims", "16", "16",
-              "--agent.ensemble", "2", "--agent.batch-size", "16", "--agent.horizon", "2",
-              "--steps", "3000", "--save-every", "300", "--log-every", "300", "--no-progress",
-              "--keep-checkpoints", "20"]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    a, b = str(tmp_path / "a"), str(tmp_path / "b")
-    subprocess.run(_cli(*common, "--run-dir", a), check=True, env=env, capture_output=True)
-
-    proc = subprocess.Popen(_cli(*common, "--run-dir", b), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    killed_at = kill_9_after_checkpoints(proc, os.path.join(b, "checkpoints"), count=2)
-    assert killed_at < 3000, "the run finished before it could be killed"
-    r = subprocess.run(_cli("train", "--resume", b), env=env, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    assert f"from step {killed_at}" in r.stdout + r.stderr
-
-    pa, pb = final_params(a, 3000), final_params(b, 3000)
-    for x, y in zip(jax.tree_util.tree_leaves(pa), jax.tree_util.tree_leaves(pb)):
-        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
-    steps_logged = [int(r["step"]) for r in csv.DictReader(open(os.path.join(b, "metrics.csv")))]
-    assert steps_logged == list(range(300, 3001, 300))
 
 
 def test_log_every_zero_logs_only_the_last_step(tiny_ogbench, tmp_path):

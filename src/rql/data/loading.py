@@ -36,14 +36,29 @@ def make_env(task: str, frame_stack: int | None = None, **kwargs):
 
     env_name, _ = split_task(task)
     try:
-        env = gymnasium.make(env_name, **kwargs)
+        # Gymnasium's checker only warns, and it reads the observation space (below) twice more.
+        env = gymnasium.make(env_name, **{"disable_env_checker": True, **kwargs})
     except gymnasium.error.Error as e:
         raise RQLError(f"unknown task '{task}' ({e}); see OGBench's list of single-task environments") from None
+    pin_observation_space(env)
     if frame_stack is not None and len(env.observation_space.shape) == 3:
         from rql.pixels import stack_env
 
         env = stack_env(env, frame_stack)
     return env
+
+
+def pin_observation_space(env) -> None:
+    """OGBench computes an environment's observation space from an observation it makes each time the
+    space is read (a visual task renders a frame, 0.2-0.3 s on a CPU, and the first read also resets).
+    Each wrapper of ``env`` keeps the space read once, so later reads (ours, Gymnasium's) cost nothing."""
+    import gymnasium
+
+    space = env.observation_space
+    w = env
+    while isinstance(w, gymnasium.Wrapper):
+        w.observation_space = space
+        w = w.env
 
 
 def ogbench_regular(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
