@@ -8,13 +8,16 @@
 #
 #   bash benchmarks/device_site.sh
 #   run(command="bash benchmarks/pixels_learning_device.sh $OUT", carry=[".devsite"])
+#
+# PYVER=3.11 builds it for this machine's Python instead, to check the device script here with a virtual
+# environment holding only what the GPU machine holds (JAX, Flax, Optax, orbax, matplotlib, rich, ...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 PKGS=(mujoco==4.0.1 mujoco-core==4.0.1 ogbench==1.2.2 dm_control==1.0.52 dm-env==1.6
       gymnasium==1.4.0 farama-notifications==0.0.6 tyro==1.0.17 docstring-parser==0.18.0 typeguard==4.6.1
       tensorboardX==2.6.5 glfw==2.11.0 pyopengl==3.1.10)
-TARGET=(--only-binary=:all: --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64
+TARGET=(--only-binary=:all: --python-version "${PYVER:-3.12}" --implementation cp --platform manylinux_2_28_x86_64
         --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
         --platform manylinux1_x86_64 --platform any)
 exclude=$(git rev-parse --git-path info/exclude)
