@@ -181,6 +181,14 @@ class FrameStacker:
         return np.concatenate(self.frames, axis=-1).reshape(-1)
 
 
+def newest_frame(obs: np.ndarray, frame_shape) -> np.ndarray:
+    """The newest frame ``(..., H, W, C)`` of stacked, flat observations ``(..., H * W * K * C)`` (frames along
+    the channels, oldest first, as :class:`FrameStacker` returns them): what the policy saw last."""
+    obs = np.asarray(obs)
+    h, w, c = frame_shape
+    return obs.reshape(*obs.shape[:-1], h, w, -1)[..., -c:]
+
+
 # ----------------------------------------------------------------------------- where the frames live
 
 

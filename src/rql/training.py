@@ -124,11 +124,11 @@ def pixels_of_run(agent_cfg, run):
     shape = tuple(getattr(agent_cfg, "image_shape", ()) or ())
     if not shape:
         return None
-    from rql.pixels import Pixels
+    from rql.pixels import pixels_for
 
     h, w, kc = shape
     k = max(1, int(run.frame_stack))
-    return Pixels((h, w, kc // k), k, float(run.p_aug))
+    return pixels_for((h, w, kc // k), k, run.p_aug, agent_cfg.encoder)
 
 
 def restore_agent(run_dir: str | pathlib.Path, checkpoint: int | None = None, log=print):

@@ -136,13 +136,6 @@ def upscale_nearest(frame: np.ndarray, size: int) -> np.ndarray:
     return np.repeat(out, 3, axis=-1) if out.shape[-1] == 1 else out[..., :3]
 
 
-def newest_view(obs: np.ndarray, frame_shape) -> np.ndarray:
-    """The newest frame ``(H, W, C)`` of a stacked, flat observation (frames along the channels, oldest
-    first): what the policy saw last."""
-    h, w, c = frame_shape
-    return np.asarray(obs).reshape(h, w, -1)[..., -c:]
-
-
 class CameraRenderer:
     """A renderer of its own for a visual environment's video camera, at ``size`` pixels, beside the
     environment's 64x64 observation renderer (which it leaves as it is: the model's offscreen size and
@@ -199,7 +192,9 @@ class _Recorder:
         if self.camera is None:
             self.frames.append(np.array(self.env.unwrapped.render(), dtype=np.uint8, copy=True))
             return
-        view = upscale_nearest(newest_view(obs, self.env.frame_shape), self.camera.size)
+        from rql.pixels import newest_frame
+
+        view = upscale_nearest(newest_frame(obs, self.env.frame_shape), self.camera.size)
         self.frames.append(np.concatenate([self.camera.render(self.env), view], axis=1))
 
     def reset(self, **kwargs):

@@ -9,7 +9,7 @@ episode start; episode ``e`` of seed ``k`` is reset with ``ENV_SEED_BASE + k * 1
 
 Image observations: each training environment stacks its frames as the data is stacked
 (``make_env(task, frame_stack=K)``, :func:`rql.pixels.stack_env`) and the policy reads the stacked
-frames (uint8, flat); the buffer gets the newest single frame of every step (:func:`newest_frame`).
+frames (uint8, flat); the buffer gets the newest single frame of every step (:func:`stored_frame`).
 """
 
 from __future__ import annotations
@@ -30,16 +30,15 @@ from rql.learner import windows_of
 from rql.runner.resume import Start
 from rql.runner.services import Services, StepRate
 from rql.runner.setup import Group
+from rql.pixels import newest_frame
 
 LAST_STEPS_LOGGED = 1000  # with --log-every 0, the final row is the mean of this many last steps
 
 
-def newest_frame(obs: np.ndarray, px) -> np.ndarray:
-    """The newest single frame (``H * W * C``, flat) of stacked observations ``(..., H * W * K * C)``
-    (frames concatenated along the channels, oldest first)."""
-    h, w, c = px.frame_shape
-    x = np.asarray(obs).reshape(*obs.shape[:-1], h, w, px.frame_stack * c)
-    return np.ascontiguousarray(x[..., -c:]).reshape(*obs.shape[:-1], h * w * c)
+def stored_frame(obs: np.ndarray, px) -> np.ndarray:
+    """What the buffer stores of stacked observations ``(..., H * W * K * C)``: the newest single frame, flat."""
+    f = newest_frame(obs, px.frame_shape)
+    return np.ascontiguousarray(f).reshape(*f.shape[:-3], -1)
 
 
 class OnlinePhase:
@@ -129,7 +128,7 @@ class OnlinePhase:
         """One environment step of every seed, appended to its buffer, then ``utd`` updates each."""
         self._draw_chunks(ts)
         n, px = len(self.seeds), self.px
-        stored = self.obs.copy() if px is None else newest_frame(self.obs, px)  # the buffer holds single frames
+        stored = self.obs.copy() if px is None else stored_frame(self.obs, px)  # the buffer holds single frames
         tr = {"observations": stored, "actions": np.zeros((n, self.agent.action_dim), np.float32),
               "rewards": np.zeros(n, np.float32), "masks": np.zeros(n, np.float32), "done": np.zeros(n, np.float32),
               "next_observations": np.zeros_like(stored)}
@@ -143,7 +142,7 @@ class OnlinePhase:
             self.ep_return[g] += float(r)
             self.ep_len[g] += 1
             self.obs[g] = o
-            tr["next_observations"][g] = o if px is None else newest_frame(np.asarray(o), px)
+            tr["next_observations"][g] = o if px is None else stored_frame(o, px)
             if terminated or truncated:
                 self.finished[g].append((float(info.get("success", 0.0)), float(self.ep_return[g]), int(self.ep_len[g])))
                 self.total_episodes[g] += 1
