@@ -10,8 +10,12 @@
 # Arguments: OUT (folder written: pixels_learning_device.json, the two comparison tables and plots, and
 # runs.tar.gz with every run's config, metrics and summary). Settings (environment variables, defaults in
 # brackets): EPISODES [100] generated episodes of MAX_STEPS [OGBench's 1001] steps, WORKERS [all cores],
-# STEPS [20000] updates, SEEDS [2] seeds trained as one group, EVAL_EPISODES [50], PRESET [reference] network
-# sizes (the paper's; 'small' for a CPU), ENCODER [impala_small], BATCH [256], TASK [task1 of cube-single].
+# GEN_BUDGET_S [0: none] seconds for the visual generation (at the deadline it is stopped with SIGTERM, which
+# keeps every finished episode; the longest run of finished episodes 0..K-1 becomes the dataset, K is
+# written in the JSON and both sets get those K episodes: a call of unknown rendering speed still trains),
+# STEPS [20000] updates, SEEDS [2] seeds trained as one group, EVAL_EPISODES [50], EVAL_EVERY [STEPS/2; 0:
+# at the end only], EVAL_ENVS [all cores: one evaluation process per core], PRESET [reference] network sizes
+# (the paper's; 'small' for a CPU), ENCODER [impala_small], BATCH [256], TASK [task1 of cube-single].
 # Where rql is not installed (the GPU machine has JAX, Flax, Optax and orbax, not MuJoCo, OGBench, Gymnasium,
 # tyro or tensorboardX), it runs from src/ with the packages that benchmarks/device_site.sh packed in .devsite/,
 # and Debian's EGL packages there are unpacked first (the device README's recipe for offscreen rendering):
@@ -21,9 +25,12 @@ OUT=${1:?usage: bash benchmarks/pixels_learning_device.sh OUT}
 EPISODES=${EPISODES:-100}
 MAX_STEPS=${MAX_STEPS:-}
 WORKERS=${WORKERS:-$(nproc)}
+GEN_BUDGET_S=${GEN_BUDGET_S:-0}
 STEPS=${STEPS:-20000}
 SEEDS=${SEEDS:-2}
 EVAL_EPISODES=${EVAL_EPISODES:-50}
+EVAL_EVERY=${EVAL_EVERY:-$((STEPS / 2))}
+EVAL_ENVS=${EVAL_ENVS:-$(nproc)}
 PRESET=${PRESET:-reference}
 ENCODER=${ENCODER:-impala_small}
 BATCH=${BATCH:-256}
@@ -44,17 +51,36 @@ rql() { "$PY" -c "import sys; from rql.cli import main; sys.exit(main(sys.argv[1
 "$PY" -c "import jax, mujoco, ogbench; print('jax', jax.__version__, jax.devices(), 'mujoco', mujoco.__version__)"
 
 t0=$(date +%s)
-gen=(--episodes "$EPISODES" --workers "$WORKERS" --seed 0 --out "$DATA")
+gen=(--workers "$WORKERS" --seed 0 --out "$DATA")
 [ -n "$MAX_STEPS" ] && gen+=(--max-steps "$MAX_STEPS")
-rql data generate "visual-${TASK%%-singletask*}-v0" "${gen[@]}"
+VISUAL="visual-${TASK%%-singletask*}-v0"
+if [ "$GEN_BUDGET_S" -gt 0 ]; then
+    # Stopped at the deadline, generation keeps its finished episodes in a parts folder named by the dataset,
+    # seed and episode length (not the count); a second call with --episodes K writes the files from the
+    # first K of them (making any of 0..K-1 still missing, and the validation episodes).
+    if ! timeout -s TERM -k 60 "$GEN_BUDGET_S" "$PY" -c "import sys; from rql.cli import main; sys.exit(main(sys.argv[1:]))" \
+            data generate "$VISUAL" --episodes "$EPISODES" "${gen[@]}"; then
+        K=0
+        parts=$("$PY" -c "import sys; from rql.data.generate import parts_dir_for as p
+print(p(sys.argv[1], sys.argv[2], int(sys.argv[3]) if sys.argv[3] else None, 0))" "$DATA" "$VISUAL" "$MAX_STEPS")
+        while [ -n "$parts" ] && [ -f "$parts/$(printf 'train-%07d.npz' "$K")" ]; do K=$((K + 1)); done
+        [ "$K" -gt 0 ] || { echo "no visual episode finished in GEN_BUDGET_S=$GEN_BUDGET_S s; raise it"; exit 1; }
+        echo "visual generation stopped at its budget of $GEN_BUDGET_S s: episodes 0..$((K - 1)) kept of $EPISODES"
+        EPISODES=$K
+        rql data generate "$VISUAL" --episodes "$EPISODES" "${gen[@]}"
+    fi
+else
+    rql data generate "$VISUAL" --episodes "$EPISODES" "${gen[@]}"
+fi
 t1=$(date +%s)
-rql data generate "${TASK%%-singletask*}-v0" "${gen[@]}"
+rql data generate "${TASK%%-singletask*}-v0" --episodes "$EPISODES" "${gen[@]}"
 t2=$(date +%s)
 
 # The same agent fields for both: the visual task takes its state task's settings (docs/pixels.md), and the
 # encoder, frame stack and shifts are the FQL codebase's visual settings.
 common=(--agent rql --dataset-dir "$DATA" --preset "$PRESET" --agent.batch-size "$BATCH" --steps "$STEPS"
-        --eval-every $((STEPS / 2)) --eval-episodes "$EVAL_EPISODES" --log-every $((STEPS / 2 > 0 ? STEPS / 2 : 1))
+        --eval-every "$EVAL_EVERY" --eval-episodes "$EVAL_EPISODES" --eval-envs "$EVAL_ENVS"
+        --log-every $((STEPS / 2 > 0 ? STEPS / 2 : 1))
         --seeds "$SEEDS" --no-progress)
 rql train --task "visual-$TASK" "${common[@]}" --agent.encoder "$ENCODER" --frame-stack 3 --p-aug 0.5 \
     --run-dir "$RUNS/visual" | tee "$OUT/visual.log"
@@ -68,8 +94,9 @@ tar -czf "$OUT/runs.tar.gz" -C "$RUNS" --exclude checkpoints --exclude tb --excl
 "$PY" - "$RUNS" "$OUT/pixels_learning_device.json" <<EOF
 import json, pathlib, sys
 runs, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
-res = {"settings": dict(episodes=$EPISODES, max_steps="${MAX_STEPS:-official}", steps=$STEPS, seeds=$SEEDS,
-                        eval_episodes=$EVAL_EPISODES, preset="$PRESET", encoder="$ENCODER", batch=$BATCH, task="$TASK"),
+res = {"settings": dict(episodes=$EPISODES, max_steps="${MAX_STEPS:-official}", gen_budget_s=$GEN_BUDGET_S,
+                        steps=$STEPS, seeds=$SEEDS, eval_episodes=$EVAL_EPISODES, eval_every=$EVAL_EVERY,
+                        eval_envs=$EVAL_ENVS, preset="$PRESET", encoder="$ENCODER", batch=$BATCH, task="$TASK"),
        "wall_s": dict(generate_visual=$((t1 - t0)), generate_state=$((t2 - t1)), train_visual=$((t3 - t2)),
                       train_state=$((t4 - t3)))}
 for kind in ("visual", "state"):
