@@ -35,14 +35,16 @@ class OfflinePhase:
             rows: list[dict] = [{} for _ in g.members]
             if (run.log_every and step % run.log_every == 0) or step >= self.end:
                 self._log_rows(rows, step, metrics, svc, rate)
-            if svc.eval_due(step, self.end):
+            evaluated = svc.eval_due(step, self.end)
+            if evaluated:
                 svc.show_eval(step, svc.evaluate(step, ts["agent"], rows))
             svc.write_rows(rows, step)
-            if svc.save_due(step, self.end):
+            saved = svc.save_due(step, self.end)
+            if saved:
                 svc.save(step, ts)
             svc.advance(g.block)
-            if svc.evaluates or step % run.save_every == 0:
-                rate.restart()  # the update rate counts updates only, not evaluation or saving
+            if evaluated or saved:
+                rate.restart(step)  # the update rate counts updates only, not evaluation or saving
             svc.stop_if_asked(step)
         return ts, step
 

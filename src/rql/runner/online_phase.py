@@ -197,7 +197,7 @@ class OnlinePhase:
                 svc.save(step, self.state_for_save(ts))
             svc.advance(1)
             if evaluated or saved:
-                rate.restart()  # env steps/s counts acting and learning only
+                rate.restart(step)  # env steps/s counts acting and learning only
             svc.stop_if_asked(step)
         return ts, step
 

@@ -170,8 +170,8 @@ class Services:
 
 
 class StepRate:
-    """Steps per second between readings, the clock restarted after evaluating or saving so that
-    the rate counts training only."""
+    """Steps per second between readings. After evaluating or saving, :meth:`restart` at the step reached
+    starts the next reading's window there, so that the rate counts training only."""
 
     def __init__(self, step: int):
         self.t, self.step = time.time(), step
@@ -183,5 +183,5 @@ class StepRate:
         self.t, self.step = self.now, step
         return rate
 
-    def restart(self) -> None:
-        self.t = time.time()
+    def restart(self, step: int) -> None:
+        self.t, self.step = time.time(), step
