@@ -69,8 +69,8 @@ class RunConfig:
     keep_checkpoints: int = 3
     """Checkpoints kept on disk (oldest removed first)."""
     log_every: int = 1000
-    """Write training metrics every N updates (0: only at the end of training; online, the mean of its last
-    1,000 steps)."""
+    """Write training metrics every N updates, each row the mean over the updates since the last (0: only at
+    the end of training: offline, the last block's mean; online, the mean of its last 1,000 steps)."""
     updates_per_dispatch: int = 1000
     """Updates compiled into one lax.scan block (a divisor of the log/eval/save intervals is used)."""
     shard_every: int = 1000

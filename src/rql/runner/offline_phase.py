@@ -27,13 +27,20 @@ class OfflinePhase:
         self.t0 = time.time()
         rate = StepRate(step)
         data = g.data
+        summed, blocks = None, 0  # a row's metrics: the mean over every block since the last row
         while step < self.end:
             if g.sharded is not None:
                 data = g.sharded.data(step)
             ts, metrics = g.run_block(ts, data)
             step += g.block
+            if run.log_every:  # (with --log-every 0 the one row at the end is the last block's)
+                summed = metrics if summed is None else {k: summed[k] + v for k, v in metrics.items()}
+                blocks += 1
             rows: list[dict] = [{} for _ in g.members]
             if (run.log_every and step % run.log_every == 0) or step >= self.end:
+                if blocks > 1:
+                    metrics = {k: v / blocks for k, v in summed.items()}
+                summed, blocks = None, 0
                 self._log_rows(rows, step, metrics, svc, rate)
             evaluated = svc.eval_due(step, self.end)
             if evaluated:
@@ -49,7 +56,7 @@ class OfflinePhase:
         return ts, step
 
     def _log_rows(self, rows: list[dict], step: int, metrics, svc: Services, rate: StepRate) -> None:
-        """The training columns of every seed's row at a logging step (mean over the block)."""
+        """The training columns of every seed's row at a logging step (the mean over the blocks since the last row; after a resume, over those since it)."""
         metrics = {k: [float(x) for x in v] for k, v in metrics.items()}
         per_seed = [{k: v[i] for k, v in metrics.items()} for i in range(len(rows))]
         ups = rate.read(step)
