@@ -56,7 +56,8 @@ class OfflinePhase:
         return ts, step
 
     def _log_rows(self, rows: list[dict], step: int, metrics, svc: Services, rate: StepRate) -> None:
-        """The training columns of every seed's row at a logging step (the mean over the blocks since the last row; after a resume, over those since it)."""
+        """The training columns of every seed's row at a logging step (the mean over the blocks since the
+        last row; after a resume, over those since the resume)."""
         metrics = {k: [float(x) for x in v] for k, v in metrics.items()}
         per_seed = [{k: v[i] for k, v in metrics.items()} for i in range(len(rows))]
         ups = rate.read(step)
