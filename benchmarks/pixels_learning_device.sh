@@ -47,7 +47,8 @@ if ! "$PY" -c "import rql" 2>/dev/null; then  # the packages benchmarks/device_s
     if [ -f .devsite/site.tar.gz ]; then mkdir -p /tmp/site && tar -xzf .devsite/site.tar.gz -C /tmp/site; fi
     export PYTHONPATH=/tmp/site:$PWD/src${PYTHONPATH:+:$PYTHONPATH}
 fi
-rql() { "$PY" -c "import sys; from rql.cli import main; sys.exit(main(sys.argv[1:]))" "$@"; }
+RQL=("$PY" -c "import sys; from rql.cli import main; sys.exit(main(sys.argv[1:]))")
+rql() { "${RQL[@]}" "$@"; }
 "$PY" -c "import jax, mujoco, ogbench; print('jax', jax.__version__, jax.devices(), 'mujoco', mujoco.__version__)"
 
 t0=$(date +%s)
@@ -58,8 +59,7 @@ if [ "$GEN_BUDGET_S" -gt 0 ]; then
     # Stopped at the deadline, generation keeps its finished episodes in a parts folder named by the dataset,
     # seed and episode length (not the count); a second call with --episodes K writes the files from the
     # first K of them (making any of 0..K-1 still missing, and the validation episodes).
-    if ! timeout -s TERM -k 60 "$GEN_BUDGET_S" "$PY" -c "import sys; from rql.cli import main; sys.exit(main(sys.argv[1:]))" \
-            data generate "$VISUAL" --episodes "$EPISODES" "${gen[@]}"; then
+    if ! timeout -s TERM -k 60 "$GEN_BUDGET_S" "${RQL[@]}" data generate "$VISUAL" --episodes "$EPISODES" "${gen[@]}"; then
         K=0
         parts=$("$PY" -c "import sys; from rql.data.generate import parts_dir_for as p
 print(p(sys.argv[1], sys.argv[2], int(sys.argv[3]) if sys.argv[3] else None, 0))" "$DATA" "$VISUAL" "$MAX_STEPS")

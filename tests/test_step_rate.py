@@ -19,6 +19,23 @@ class Clock:
         return self.now
 
 
+def run_loop(run, run_block, ts, end, evaluate=None, save=None, block=10):
+    """The real offline loop over one seed with blocks of ``block`` updates; evaluations every
+    ``run.eval_every`` (when ``evaluate`` is given) and checkpoints every ``run.save_every`` (when ``save``
+    is), both also at the end. Returns the rows written and the loop's ``(ts, step)``."""
+    g = types.SimpleNamespace(run=run, block=block, run_block=run_block, sharded=None, data=None, members=[0])
+    rows_written = []
+    due = lambda every, on: (lambda step, end: on and (step % every == 0 or step >= end))  # noqa: E731
+    svc = types.SimpleNamespace(
+        eval_due=due(run.eval_every, evaluate is not None), evaluate=evaluate, show_eval=lambda step, res: None,
+        save_due=due(run.save_every, save is not None), save=save,
+        write_rows=lambda rows, step: rows_written.extend(r for r in rows if r),
+        advance=lambda n: None, stop_if_asked=lambda step: None, check_finite=lambda step, rows: None,
+        show=lambda **k: None)
+    ts, step = offline_phase.OfflinePhase(g, start=None, end=end).run(ts, 0, svc)
+    return rows_written, ts, step
+
+
 def test_step_rate_window_starts_at_the_restart(monkeypatch):
     clock = Clock()
     monkeypatch.setattr(services.time, "time", clock.time)
@@ -44,10 +61,6 @@ def test_offline_rows_rate_and_mean_with_evaluation_between_rows(monkeypatch):
         k = ts["updates"] // 10 + 1
         return {**ts, "updates": ts["updates"] + 10}, {"loss/total": np.array([float(k)], np.float32)}
 
-    run = types.SimpleNamespace(log_every=40, save_every=60, eval_every=20)
-    g = types.SimpleNamespace(run=run, block=10, run_block=run_block, sharded=None, data=None, members=[0])
-    rows_written = []
-
     def evaluate(step, agent, rows):
         clock.now += 100.0
         return []
@@ -55,15 +68,8 @@ def test_offline_rows_rate_and_mean_with_evaluation_between_rows(monkeypatch):
     def save(step, ts):
         clock.now += 30.0
 
-    svc = types.SimpleNamespace(
-        eval_due=lambda step, end: step % run.eval_every == 0 or step >= end,
-        evaluate=evaluate, show_eval=lambda step, res: None, evaluates=True,
-        save_due=lambda step, end: step % run.save_every == 0 or step >= end, save=save,
-        write_rows=lambda rows, step: rows_written.extend(r for r in rows if r),
-        advance=lambda n: None, stop_if_asked=lambda step: None, check_finite=lambda step, rows: None,
-        show=lambda **k: None)
-    phase = offline_phase.OfflinePhase(g, start=None, end=120)
-    ts, step = phase.run({"agent": None, "updates": 0}, 0, svc)
+    run = types.SimpleNamespace(log_every=40, save_every=60, eval_every=20)
+    rows_written, ts, step = run_loop(run, run_block, {"agent": None, "updates": 0}, 120, evaluate, save)
     assert step == 120 and ts["updates"] == 120
     logged = [(r["step"], r["updates_per_s"]) for r in rows_written]
     assert [s for s, _ in logged] == [40, 80, 120]
@@ -79,12 +85,5 @@ def test_offline_row_is_the_block_itself_when_a_row_is_one_block(monkeypatch):
         return ts, {"loss/total": np.array([next(values)], np.float32)}
 
     run = types.SimpleNamespace(log_every=10, save_every=30, eval_every=0)
-    g = types.SimpleNamespace(run=run, block=10, run_block=run_block, sharded=None, data=None, members=[0])
-    rows_written = []
-    svc = types.SimpleNamespace(
-        eval_due=lambda step, end: False, evaluates=False, save_due=lambda step, end: False,
-        write_rows=lambda rows, step: rows_written.extend(r for r in rows if r),
-        advance=lambda n: None, stop_if_asked=lambda step: None, check_finite=lambda step, rows: None,
-        show=lambda **k: None)
-    offline_phase.OfflinePhase(g, start=None, end=30).run({}, 0, svc)
+    rows_written, _, _ = run_loop(run, run_block, {}, 30)
     assert [r["loss/total"] for r in rows_written] == [float(np.float32(v)) for v in (0.1, 0.7, 1e-8)]
